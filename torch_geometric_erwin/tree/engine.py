@@ -1,0 +1,86 @@
+"""Selects the ball-tree engine: the compiled C++ extension, or pure PyTorch.
+
+Set the environment variable ``TORCH_GEOMETRIC_ERWIN_ENGINE=torch`` to force the
+PyTorch engine (``=cpp`` makes a missing extension an error instead of a
+warning). Both engines return identical trees.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+
+import torch
+from torch import Tensor
+
+from torch_geometric_erwin.tree import torch_engine
+
+ENV_VAR = "TORCH_GEOMETRIC_ERWIN_ENGINE"
+
+try:
+    _C = importlib.import_module("torch_geometric_erwin._C")
+except ImportError as error:  # no compiler at install time, or a source checkout
+    _C = None
+    _import_error = error
+else:
+    _import_error = None
+
+
+def _default_engine() -> str:
+    choice = os.environ.get(ENV_VAR, "").strip().lower()
+    if choice not in ("", "cpp", "torch"):
+        raise ValueError(f"{ENV_VAR} must be 'cpp' or 'torch', got {choice!r}")
+    if choice == "torch":
+        return "torch"
+    if _C is None:
+        if choice == "cpp":
+            raise ImportError(f"{ENV_VAR}=cpp but the C++ extension is not built: {_import_error}")
+        warnings.warn(
+            "torch_geometric_erwin: the C++ ball-tree engine is not built "
+            f"({_import_error}); using the slower pure-PyTorch engine (same results). "
+            "Reinstall with a C++ compiler available to build it.", RuntimeWarning, stacklevel=2)
+        return "torch"
+    return "cpp"
+
+
+_ENGINE = _default_engine()
+
+
+def engine_name() -> str:
+    """The engine :func:`build_ball_tree` uses by default: ``'cpp'`` or ``'torch'``."""
+    return _ENGINE
+
+
+def cpp_available() -> bool:
+    return _C is not None
+
+
+def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int,
+              engine: str | None = None) -> tuple[Tensor, Tensor]:
+    """Assign the points of each graph to the slots of its ball tree.
+
+    Graph ``g`` owns points ``node_ptr[g]:node_ptr[g+1]`` and slots
+    ``slot_ptr[g]:slot_ptr[g+1]`` (at least as many slots as points, a multiple
+    of ``block_size``, or a power of two). Inputs are validated by the caller.
+
+    Args:
+        pos: ``[N, D]`` float64, contiguous, on the CPU.
+        node_ptr: ``[B + 1]`` int64, CPU.
+        slot_ptr: ``[B + 1]`` int64, CPU.
+        block_size: power of two; nodes spanning several blocks are split
+            block-proportionally, nodes within a block by halving.
+        engine: ``'cpp'``, ``'torch'`` or ``None`` for :func:`engine_name`.
+
+    Returns:
+        ``index`` ``[S]`` int64 (slot -> point) and ``mask`` ``[S]`` bool (True
+        on the first slot of each point, False on padding duplicates).
+    """
+    engine = engine or _ENGINE
+    if engine == "cpp":
+        if _C is None:
+            raise ImportError(f"the C++ ball-tree engine is not built: {_import_error}")
+        index, mask = _C.partition(pos.numpy(), node_ptr.numpy(), slot_ptr.numpy(), int(block_size))
+        return torch.from_numpy(index), torch.from_numpy(mask)
+    if engine == "torch":
+        return torch_engine.partition(pos, node_ptr, slot_ptr, int(block_size))
+    raise ValueError(f"engine must be 'cpp' or 'torch', got {engine!r}")

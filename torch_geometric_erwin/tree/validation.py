@@ -1,0 +1,93 @@
+"""Input checks shared by the tree builder, the transforms and the models.
+
+Every check raises before any work is done and names the offending argument.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+
+def is_power_of_two(value: int) -> bool:
+    return isinstance(value, int) and value >= 1 and value & (value - 1) == 0
+
+
+def check_pos(pos) -> None:
+    """``pos`` must be a finite, floating ``[N, D]`` tensor with ``N, D >= 1``."""
+    if not isinstance(pos, Tensor):
+        raise TypeError(f"pos must be a torch.Tensor, got {type(pos).__name__}")
+    if not pos.is_floating_point():
+        raise TypeError(f"pos must be a floating-point tensor, got dtype {pos.dtype}")
+    if pos.dim() != 2:
+        raise ValueError(f"pos must have shape [num_nodes, dim], got shape {tuple(pos.shape)}")
+    if pos.shape[0] == 0:
+        raise ValueError("pos is empty: a ball tree needs at least one node")
+    if pos.shape[1] == 0:
+        raise ValueError("pos has zero spatial dimensions: expected shape [num_nodes, dim >= 1]")
+    if not bool(torch.isfinite(pos).all()):
+        raise ValueError("pos contains NaN or Inf values")
+
+
+def check_int_sizes(name: str, values: Optional[Sequence[int]], allow_empty: bool = False):
+    """A list of powers of two (ball sizes or strides); returns it as a tuple."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a list of ints, got {type(values).__name__}")
+    values = tuple(values)
+    if not values and not allow_empty:
+        raise ValueError(f"{name} must not be empty")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must contain ints, got {value!r}")
+        if not is_power_of_two(value):
+            raise ValueError(f"{name} must contain powers of two, got {value}")
+    return values
+
+
+def check_ball_config(ball_sizes, strides):
+    """Validate ``ball_sizes`` (one per level) and ``strides`` (one fewer)."""
+    ball_sizes = check_int_sizes("ball_sizes", ball_sizes)
+    strides = check_int_sizes("strides", strides, allow_empty=True)
+    if ball_sizes is None:
+        if strides:
+            raise ValueError("strides were given without ball_sizes")
+        return None, None
+    if strides is None:
+        strides = ()
+    if len(strides) != len(ball_sizes) - 1:
+        raise ValueError(
+            f"strides must have len(ball_sizes) - 1 = {len(ball_sizes) - 1} entries, got {len(strides)}")
+    return ball_sizes, strides
+
+
+def node_ptr_from(num_nodes: int, batch: Optional[Tensor], ptr: Optional[Tensor]) -> Tensor:
+    """Per-graph node offsets ``[B + 1]`` (CPU int64) from a sorted ``batch`` or a ``ptr``."""
+    if batch is not None and ptr is not None:
+        raise ValueError("give either batch or ptr, not both")
+    if batch is None and ptr is None:
+        return torch.tensor([0, num_nodes])
+    name, vector = ("batch", batch) if batch is not None else ("ptr", ptr)
+    if not isinstance(vector, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(vector).__name__}")
+    if vector.is_floating_point() or vector.is_complex() or vector.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got dtype {vector.dtype}")
+    if vector.dim() != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {tuple(vector.shape)}")
+    vector = vector.detach().to("cpu", torch.long)
+    if name == "batch":
+        if vector.numel() != num_nodes:
+            raise ValueError(f"batch has {vector.numel()} entries but pos has {num_nodes} nodes")
+        if bool((vector < 0).any()):
+            raise ValueError("batch must not contain negative graph ids")
+        if bool((vector[1:] < vector[:-1]).any()):
+            raise ValueError("batch must be sorted (nodes of each graph contiguous, graph ids ascending)")
+        counts = torch.bincount(vector)
+        return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    if vector.numel() < 2 or int(vector[0]) != 0 or int(vector[-1]) != num_nodes:
+        raise ValueError(f"ptr must start at 0 and end at num_nodes = {num_nodes}, got {vector.tolist()[:8]}")
+    if bool((vector[1:] < vector[:-1]).any()):
+        raise ValueError("ptr must be non-decreasing")
+    return vector
