@@ -1,0 +1,6 @@
+"""PyG transforms that attach ball trees to ``Data`` objects."""
+
+from torch_geometric_erwin.transforms.ball_tree import BallTreeTransform
+from torch_geometric_erwin.transforms.rotated_tree import RotatedTreeTransform
+
+__all__ = ["BallTreeTransform", "RotatedTreeTransform"]

@@ -113,8 +113,19 @@ class BallTree:
                 f"num_slots={self.num_slots}, levels={len(self.rotated) or None}, "
                 f"ball_sizes={self.ball_sizes}, strides={self.strides}, padding='{self.padding}')")
 
+    def local_rotations(self) -> "BallTree":
+        """The same tree with each graph's rotated permutations starting at 0."""
+        local = []
+        for level, permutation in enumerate(self.rotated):
+            level_ptr = self.level_ptr(level)
+            local.append(permutation - torch.repeat_interleave(level_ptr[:-1], level_ptr.diff()))
+        return replace(self, rotated=local)
+
     def attach(self, data) -> None:
-        """Store this (single-graph) tree on ``data`` as the transforms' attributes."""
+        """Store the tree on ``data`` as the transforms' attributes.
+
+        ``rotated`` must hold per-graph (local) permutations, see :meth:`local_rotations`.
+        """
         setattr(data, INDEX_KEY, self.index)
         setattr(data, MASK_KEY, self.mask)
         for level, permutation in enumerate(self.rotated):
