@@ -1,0 +1,51 @@
+// Python bindings of the ball-tree engine: torch_geometric_erwin._C.
+// Inputs are validated in Python (torch_geometric_erwin/tree/validation.py); the checks here
+// only protect memory safety.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "ball_tree.h"
+
+namespace py = pybind11;
+
+using CoordArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using IndexArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+static py::tuple partition(CoordArray pos, IndexArray node_ptr, IndexArray slot_ptr, int64_t block_size) {
+  if (pos.ndim() != 2) throw std::invalid_argument("pos must be [num_points, dim]");
+  if (node_ptr.ndim() != 1 || slot_ptr.ndim() != 1 || node_ptr.size() != slot_ptr.size() ||
+      node_ptr.size() < 2) {
+    throw std::invalid_argument("node_ptr and slot_ptr must be 1-D of equal length >= 2");
+  }
+  if (block_size < 1) throw std::invalid_argument("block_size must be positive");
+  const int64_t num_graphs = node_ptr.size() - 1;
+  const int64_t* nodes = node_ptr.data();
+  const int64_t* slots = slot_ptr.data();
+  if (nodes[num_graphs] != pos.shape(0)) throw std::invalid_argument("node_ptr[-1] != num_points");
+  for (int64_t g = 0; g < num_graphs; ++g) {
+    const int64_t n = nodes[g + 1] - nodes[g], s = slots[g + 1] - slots[g];
+    if (n < 0 || s < n || (n == 0 && s != 0) || (n > 0 && s < 1)) {
+      throw std::invalid_argument("graph " + std::to_string(g) + " has " + std::to_string(n) +
+                                  " points but " + std::to_string(s) + " slots");
+    }
+  }
+  const int64_t num_slots = slots[num_graphs];
+  py::array_t<int64_t> index(num_slots);
+  py::array_t<bool> mask(num_slots);
+  {
+    py::gil_scoped_release release;
+    erwin::build_ball_trees(pos.data(), pos.shape(0), pos.shape(1), nodes, slots, num_graphs, block_size,
+                            index.mutable_data(), mask.mutable_data());
+  }
+  return py::make_tuple(index, mask);
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "C++/OpenMP ball-tree engine of torch_geometric_erwin";
+  m.def("partition", &partition, py::arg("pos"), py::arg("node_ptr"), py::arg("slot_ptr"),
+        py::arg("block_size"),
+        "Ball-tree slot assignment of a ragged batch: returns (index [S] int64, mask [S] bool).");
+}
