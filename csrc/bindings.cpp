@@ -11,10 +11,18 @@
 
 namespace py = pybind11;
 
-using CoordArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using IndexArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
-static py::tuple partition(CoordArray pos, IndexArray node_ptr, IndexArray slot_ptr, int64_t block_size) {
+template <class Scalar>
+static void build(py::array pos, const int64_t* nodes, const int64_t* slots, int64_t num_graphs,
+                  int64_t block_size, int64_t* index, bool* mask) {
+  const auto coords = py::array_t<Scalar, py::array::c_style>::ensure(pos);
+  py::gil_scoped_release release;
+  erwin::build_ball_trees(coords.data(), coords.shape(0), coords.shape(1), nodes, slots, num_graphs, block_size,
+                          index, mask);
+}
+
+static py::tuple partition(py::array pos, IndexArray node_ptr, IndexArray slot_ptr, int64_t block_size) {
   if (pos.ndim() != 2) throw std::invalid_argument("pos must be [num_points, dim]");
   if (node_ptr.ndim() != 1 || slot_ptr.ndim() != 1 || node_ptr.size() != slot_ptr.size() ||
       node_ptr.size() < 2) {
@@ -35,10 +43,13 @@ static py::tuple partition(CoordArray pos, IndexArray node_ptr, IndexArray slot_
   const int64_t num_slots = slots[num_graphs];
   py::array_t<int64_t> index(num_slots);
   py::array_t<bool> mask(num_slots);
-  {
-    py::gil_scoped_release release;
-    erwin::build_ball_trees(pos.data(), pos.shape(0), pos.shape(1), nodes, slots, num_graphs, block_size,
-                            index.mutable_data(), mask.mutable_data());
+  if (!(pos.flags() & py::array::c_style)) throw std::invalid_argument("pos must be C-contiguous");
+  if (py::isinstance<py::array_t<float>>(pos)) {
+    build<float>(pos, nodes, slots, num_graphs, block_size, index.mutable_data(), mask.mutable_data());
+  } else if (py::isinstance<py::array_t<double>>(pos)) {
+    build<double>(pos, nodes, slots, num_graphs, block_size, index.mutable_data(), mask.mutable_data());
+  } else {
+    throw std::invalid_argument("pos must be float32 or float64");
   }
   return py::make_tuple(index, mask);
 }
@@ -47,5 +58,6 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "C++/OpenMP ball-tree engine of torch_geometric_erwin";
   m.def("partition", &partition, py::arg("pos"), py::arg("node_ptr"), py::arg("slot_ptr"),
         py::arg("block_size"),
-        "Ball-tree slot assignment of a ragged batch: returns (index [S] int64, mask [S] bool).");
+        "Ball-tree slot assignment of a ragged batch (pos float32 or float64, C-contiguous): "
+        "returns (index [S] int64, mask [S] bool).");
 }

@@ -210,7 +210,7 @@ def rotated_partitions(pos: Tensor, tree: BallTree, angle: float,
     rotated = []
     for level, ball_size in enumerate(tree.ball_sizes):
         level_ptr = ptr // tree.pooling_factor(level)
-        permutation, _ = engine.partition(leaves.double().contiguous(), level_ptr, level_ptr, ball_size,
+        permutation, _ = engine.partition(leaves.contiguous(), level_ptr, level_ptr, ball_size,
                                           engine_name)
         rotated.append(permutation.to(pos.device))
         if level < len(tree.strides):
@@ -267,7 +267,7 @@ def build_ball_tree(pos: Tensor, batch: Optional[Tensor] = None, *, ptr: Optiona
 
     grain = granularity(ball_sizes, strides)
     slot_ptr = _ptr(slot_counts(node_ptr.diff(), padding, grain))
-    positions = pos.detach().to("cpu", torch.float64).contiguous()
+    positions = _padded_positions(pos.detach()).cpu().contiguous()
     index, mask = engine.partition(positions, node_ptr, slot_ptr, grain, engine_name)
     tree = BallTree(index=index, mask=mask, ptr=slot_ptr, node_ptr=node_ptr,
                     ball_sizes=ball_sizes, strides=strides, padding=padding)

@@ -64,7 +64,9 @@ def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int,
     of ``block_size``, or a power of two). Inputs are validated by the caller.
 
     Args:
-        pos: ``[N, D]`` float64, contiguous, on the CPU.
+        pos: ``[N, D]`` float32 or float64, contiguous, on the CPU. The split
+            rule orders float32 keys exactly as their float64 values, and
+            spreads are differenced in float64 by both engines.
         node_ptr: ``[B + 1]`` int64, CPU.
         slot_ptr: ``[B + 1]`` int64, CPU.
         block_size: power of two; nodes spanning several blocks are split
@@ -82,5 +84,5 @@ def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int,
         index, mask = _C.partition(pos.numpy(), node_ptr.numpy(), slot_ptr.numpy(), int(block_size))
         return torch.from_numpy(index), torch.from_numpy(mask)
     if engine == "torch":
-        return torch_engine.partition(pos, node_ptr, slot_ptr, int(block_size))
+        return torch_engine.partition(pos.double(), node_ptr, slot_ptr, int(block_size))
     raise ValueError(f"engine must be 'cpp' or 'torch', got {engine!r}")
