@@ -1,0 +1,148 @@
+"""ErwinNSA model: presets, input order, batching, tree attributes, gradients, receptive field."""
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from torch_geometric_erwin.nn.models.erwin_nsa import PRESETS, ErwinNSA
+from torch_geometric_erwin.transforms import BallTreeTransform, RotatedTreeTransform
+from torch_geometric_erwin.tree import build_ball_tree
+
+
+def small_model(**overrides):
+    torch.manual_seed(0)
+    config = dict(channels=16, depth=2, num_heads=4, num_kv_heads=2, compress_ball_size=8, local_ball_size=16,
+                  num_selected=3, rotate=45.0, mp_steps=1, query_chunk_size=32)
+    config.update(overrides)
+    return ErwinNSA(5, **config)
+
+
+def chain_edges(count: int) -> torch.Tensor:
+    src = torch.arange(count - 1)
+    return torch.cat([torch.stack([src, src + 1]), torch.stack([src + 1, src])], dim=1)
+
+
+def make_graph(count: int, seed: int) -> Data:
+    gen = torch.Generator().manual_seed(seed)
+    return Data(x=torch.randn(count, 5, generator=gen), pos=torch.rand(count, 3, generator=gen),
+                edge_index=chain_edges(count))
+
+
+def open_gates(model, global_bias=0.0):
+    """Gate biases of every block: compressed and selected set to ``global_bias``, local kept."""
+    with torch.no_grad():
+        for block in model.blocks:
+            heads = block.conv.num_heads
+            block.conv.gate.bias[:2 * heads] = global_bias
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_follow_table_3(name):
+    model = ErwinNSA.from_preset(name, in_channels=4)
+    table = {"cosmology": (64, 4, 128), "md": (128, 2, 32), "shapenet": (64, 6, 128)}[name]
+    conv = model.blocks[0].conv
+    assert (model.channels, model.depth, conv.local_ball_size) == table
+    assert (conv.compress_ball_size, conv.num_selected, conv.head_dim) == (32, 16, 16)
+    with pytest.raises(ValueError, match="preset"):
+        ErwinNSA.from_preset("nope", in_channels=4)
+
+
+def test_rows_in_input_order():
+    model = small_model().eval()
+    data = make_graph(50, 0)
+    perm = torch.randperm(50, generator=torch.Generator().manual_seed(3))
+    inverse = torch.argsort(perm)
+    with torch.no_grad():
+        out = model(data.x, data.pos, edge_index=data.edge_index)
+        out_perm = model(data.x[perm], data.pos[perm], edge_index=inverse[data.edge_index])
+    assert out.shape == (50, 16)
+    torch.testing.assert_close(out_perm, out[perm], atol=1e-5, rtol=1e-4)
+
+
+def test_batch_equals_graphs_alone_and_transform_attributes_equal_on_the_fly():
+    model = small_model(out_channels=2).eval()
+    graphs = [make_graph(n, seed) for seed, n in enumerate([40, 7, 29])]
+    transform = RotatedTreeTransform(angle=model.rotate, **model.tree_config)
+    transformed = [transform(BallTreeTransform(**model.tree_config)(g.clone())) for g in graphs]
+    batch = Batch.from_data_list(transformed)
+    with torch.no_grad():
+        batched = model(batch)
+        on_the_fly = model(batch.x, batch.pos, batch.batch, edge_index=batch.edge_index)
+        alone = torch.cat([model(g.x, g.pos, edge_index=g.edge_index) for g in graphs])
+    torch.testing.assert_close(batched, on_the_fly)
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_gradients_reach_every_parameter():
+    model = small_model(out_channels=1)
+    data = Batch.from_data_list([make_graph(40, 0), make_graph(25, 1)])
+    model(data).square().sum().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert not missing
+    names = [name for name, _ in model.named_parameters()]
+    for part in ("gate", "compress_k", "compress_v", "out_selected", "out_compressed", "local", "sigma"):
+        assert any(part in name for name in names), part
+
+
+def test_one_block_reaches_outside_local_ball_but_not_other_graphs():
+    model = small_model(depth=1, mp_steps=0)
+    open_gates(model)
+    graphs = [make_graph(60, 0), make_graph(40, 1)]
+    data = Batch.from_data_list(graphs)
+    x = data.x.clone().requires_grad_(True)
+    tree = model.build_tree(data.pos, data.batch)
+    out = model(x, data.pos, data.batch, tree=tree)
+    slot_of = torch.empty(data.num_nodes, dtype=torch.long)
+    slot_of[tree.index[tree.mask]] = torch.nonzero(tree.mask).flatten()
+    ball_of = slot_of // model.blocks[0].conv.local_ball_size
+    for node in (0, 30, 65):
+        grad, = torch.autograd.grad(out[node].sum(), x, retain_graph=True)
+        touched = grad.abs().sum(1) > 0
+        same_graph = data.batch == data.batch[node]
+        assert not bool(touched[~same_graph].any())
+        assert bool(touched[same_graph & (ball_of != ball_of[node])].any())
+
+
+def test_odd_blocks_use_the_rotated_tree():
+    """With the global branches switched off, only the rotation lets a node see beyond its ball."""
+    data = make_graph(64, 0)
+    reach = {}
+    for rotate in (0.0, 45.0):
+        model = small_model(depth=2, mp_steps=0, rotate=rotate)
+        open_gates(model, global_bias=-1e4)  # sigmoid(-1e4) == 0 exactly: local branch only
+        x = data.x.clone().requires_grad_(True)
+        tree = model.build_tree(data.pos)
+        out = model(x, data.pos, tree=tree)
+        grad, = torch.autograd.grad(out[0].sum(), x)
+        reach[rotate] = int((grad.abs().sum(1) > 0).sum())
+    assert reach[0.0] <= 16 < reach[45.0]
+
+
+def test_autocast_and_compile_run():
+    model = small_model()
+    data = make_graph(40, 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(data.x, data.pos, edge_index=data.edge_index)
+    out.float().sum().backward()
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
+    tree = model.build_tree(data.pos)
+    compiled = torch.compile(model, backend="aot_eager")
+    torch.testing.assert_close(compiled(data.x, data.pos, edge_index=data.edge_index, tree=tree),
+                               model(data.x, data.pos, edge_index=data.edge_index, tree=tree))
+
+
+def test_validation():
+    model = small_model()
+    data = make_graph(20, 0)
+    with pytest.raises(ValueError, match="x"):
+        model(data.x[:, :3], data.pos, edge_index=data.edge_index)
+    with pytest.raises(ValueError, match="pos"):
+        model(data.x, data.pos[:, :2], edge_index=data.edge_index)
+    wrong = build_ball_tree(data.pos, ball_sizes=[4], padding="compact")
+    with pytest.raises(ValueError, match="multiples"):
+        model(data.x, data.pos, edge_index=data.edge_index, tree=wrong)
+    unrotated = build_ball_tree(data.pos, **model.tree_config)
+    with pytest.raises(ValueError, match="rotated"):
+        model(data.x, data.pos, edge_index=data.edge_index, tree=unrotated)
+    with pytest.raises(ValueError, match="depth"):
+        small_model(depth=0)
+    assert "ErwinNSA(5" in repr(model)
