@@ -1,0 +1,33 @@
+"""Airfoil (Geo-FNO): Mach number on the 221 x 51 C-grid around NACA airfoils, from sinusoidal
+encodings of both coordinates, trained by relative L2 (Erwin paper, Appendix C)."""
+import sys
+
+from torch_geometric_erwin.training import InputEncoder, NodeRegression, SinusoidalEncoding
+from torch_geometric_erwin.training.cli import Experiment, pde_training, run
+
+C_IN = 64
+
+
+def _dataset():
+    from torch_geometric_erwin.datasets import Airfoil
+    return Airfoil
+
+
+def load(args):
+    return tuple(_dataset()(args.data, split=split) for split in ("train", "val", "test"))
+
+
+def build_task(backbone, args):
+    encoder = InputEncoder(["pos"], C_IN, encodings={"pos": SinusoidalEncoding(2, C_IN)})
+    return NodeRegression(backbone(C_IN), encoder, out_channels=1, loss="rel_l2",
+                          denormalize=lambda v: _dataset().denormalize(v))
+
+
+EXPERIMENT = Experiment(
+    name="airfoil", description=__doc__, dim=2, preset="airfoil", sizes=("small",),
+    train=pde_training(epochs=8000, train_size=1000, batch_size=8, lr=1e-3),
+    load=load, build_task=build_task,
+    layout="raw/airfoil/naca/NACA_Cylinder_{X,Y,Q}.npy (Geo-FNO 'PDE Benchmarks' folder)")
+
+if __name__ == "__main__":
+    sys.exit(run(EXPERIMENT))

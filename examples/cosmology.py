@@ -1,0 +1,28 @@
+"""Cosmology (Quijote halo catalogues): predict every halo's velocity from the positions of the 5000
+most massive halos, trained by MSE on standardised velocities (Erwin paper, Sec. 5.1)."""
+import sys
+
+from torch_geometric_erwin.training import InputEncoder, NodeRegression
+from torch_geometric_erwin.training.cli import Experiment, run
+
+C_IN = {"small": 32, "medium": 64, "large": 128}
+
+
+def load(args):
+    from torch_geometric_erwin.datasets import Cosmology
+    return tuple(Cosmology(args.data, split=split) for split in ("train", "val", "test"))
+
+
+def build_task(backbone, args):
+    c_in = C_IN[args.size]
+    return NodeRegression(backbone(c_in), InputEncoder(["pos"], 3, c_in), out_channels=3)
+
+
+EXPERIMENT = Experiment(
+    name="cosmology", description=__doc__, dim=3, preset="cosmology", nsa_preset="cosmology",
+    train=dict(steps=3000, batch_size=16, lr=5e-4, eta_min=1e-6, val_every=500),
+    load=load, build_task=build_task,
+    layout="raw/halos*{train,val,test}*.tfrecord (Zenodo 11479419, quijote_records/)")
+
+if __name__ == "__main__":
+    sys.exit(run(EXPERIMENT))

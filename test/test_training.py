@@ -1,0 +1,174 @@
+import math
+import os
+
+import pytest
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+from torch_geometric_erwin.training import (Progress, ResumableBatchSampler, SinusoidalEncoding,
+                                            TimestepEmbedding, Trainer, TrainConfig, cosine_schedule,
+                                            gaussian_nll, per_graph_cumulative_rmse, per_graph_mse,
+                                            per_graph_relative_l2, read_metrics_csv, seed_everything,
+                                            warmup_cosine_schedule)
+
+from training_utils import toy_graphs, toy_task
+
+
+def _lrs(scheduler, steps):
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return out
+
+
+def _opt(lr=1e-3):
+    return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_cosine_schedule_matches_torch_cosine_annealing():
+    ours = _lrs(cosine_schedule(_opt(), 50, eta_min=1e-6), 50)
+    opt = _opt()
+    ref = _lrs(CosineAnnealingLR(opt, T_max=50, eta_min=1e-6), 50)
+    assert ours == pytest.approx(ref, rel=1e-9, abs=1e-12)
+
+
+def test_warmup_cosine_matches_reference_construction():
+    ours = _lrs(warmup_cosine_schedule(_opt(), 100, 10, eta_min=1e-7), 100)
+    opt = _opt()
+    warm = LinearLR(opt, start_factor=1e-8, end_factor=1.0, total_iters=10)
+    cos = CosineAnnealingLR(opt, T_max=90, eta_min=1e-7)
+    ref = _lrs(SequentialLR(opt, [warm, cos], milestones=[10]), 100)
+    assert ours == pytest.approx(ref, rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [dict(total_steps=0), dict(total_steps=10, warmup_steps=10),
+                                    dict(total_steps=10, warmup_steps=2, eta_min=1.0)])
+def test_schedule_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        warmup_cosine_schedule(_opt(), **{"warmup_steps": 0, **kwargs})
+
+
+def test_gaussian_nll_equals_normal_log_prob():
+    mean, std, target = torch.randn(5, 3), torch.rand(5, 3) + 0.1, torch.randn(5, 3)
+    ref = -torch.distributions.Normal(mean, std).log_prob(target)
+    assert torch.allclose(gaussian_nll(mean, std, target), ref, atol=1e-6)
+
+
+def test_per_graph_metrics_against_loops():
+    pred, target = torch.randn(9, 2), torch.randn(9, 2)
+    batch = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    mse = per_graph_mse(pred, target, batch, 3)
+    rel = per_graph_relative_l2(pred, target, batch, 3)
+    for g in range(3):
+        p, t = pred[batch == g], target[batch == g]
+        assert mse[g].item() == pytest.approx(((p - t) ** 2).mean().item(), rel=1e-6)
+        assert rel[g].item() == pytest.approx(((p - t).norm() / t.norm()).item(), rel=1e-6)
+
+
+def test_cumulative_rmse_against_loops():
+    steps, pred, target = 4, torch.randn(4, 5, 2), torch.randn(4, 5, 2)
+    batch = torch.tensor([0, 0, 1, 1, 1])
+    got = per_graph_cumulative_rmse(pred, target, batch, 2)
+    assert got.shape == (2, steps)
+    for g in range(2):
+        per_step = []
+        for t in range(steps):
+            nodes = [math.sqrt(((pred[t, i] - target[t, i]) ** 2).mean().item())
+                     for i in range(5) if batch[i] == g]
+            per_step.append(sum(nodes) / len(nodes))
+            assert got[g, t].item() == pytest.approx(sum(per_step) / len(per_step), rel=1e-5)
+
+
+def test_sinusoidal_encoding_uses_every_coordinate():
+    enc = SinusoidalEncoding(2, 16)
+    pos = torch.rand(6, 2)
+    moved = pos.clone()
+    moved[:, 1] += 0.1
+    assert enc(pos).shape == (6, 16)
+    assert not torch.allclose(enc(pos), enc(moved))
+    with pytest.raises(ValueError, match="out_channels"):
+        SinusoidalEncoding(3, 16)
+
+
+def test_timestep_embedding_shape_and_values():
+    emb = TimestepEmbedding(8)(torch.tensor([0, 3]))
+    assert emb.shape == (2, 8)
+    assert torch.allclose(emb[0], torch.tensor([1.0] * 4 + [0.0] * 4))
+
+
+def test_sampler_is_independent_of_world_size_and_resumes():
+    single = iter(ResumableBatchSampler(10, 4, seed=3))
+    ranks = [iter(ResumableBatchSampler(10, 4, seed=3, rank=r, world_size=2)) for r in range(2)]
+    resumed = iter(ResumableBatchSampler(10, 4, seed=3, start_step=3))
+    batches = [next(single) for _ in range(6)]
+    for step, batch in enumerate(batches):
+        assert next(ranks[0]) + next(ranks[1]) == batch
+        if step >= 3:
+            assert next(resumed) == batch
+    assert len(set(batches[0] + batches[1])) == 8          # no repeats inside an epoch
+    assert batches[0] + batches[1] != batches[2] + batches[3]  # a new permutation each epoch
+    with pytest.raises(ValueError, match="divisible"):
+        ResumableBatchSampler(10, 3, world_size=2)
+
+
+def _trainer(tmp_path, steps=6, **overrides):
+    seed_everything(0)
+    config = TrainConfig(steps=steps, batch_size=4, lr=3e-3, val_every=3, log_every=1, progress=False,
+                         tensorboard=False, max_grad_norm=1.0, **overrides)
+    data = toy_graphs(16)
+    return Trainer(toy_task(), data[:10], data[10:13], data[13:], config, str(tmp_path))
+
+
+def test_resume_continues_with_identical_losses(tmp_path):
+    full = _trainer(tmp_path / "full").fit()
+    first = _trainer(tmp_path / "split").fit(stop_at=4)
+    assert first["steps"] == 4 and "test" not in first
+    second = _trainer(tmp_path / "split").fit(resume=True)
+    assert first["train_loss"] + second["train_loss"] == full["train_loss"]
+    assert second["test"] == full["test"]
+    rows = read_metrics_csv(os.path.join(tmp_path / "split", "metrics.csv"))
+    assert [r["step"] for r in rows if r["split"] == "train" and r["name"] == "loss"] == list(range(1, 7))
+
+
+def test_training_reduces_loss_and_tests_best_checkpoint(tmp_path):
+    trainer = _trainer(tmp_path, steps=30, schedule="warmup-cosine", warmup_ratio=0.1)
+    summary = trainer.fit()
+    losses = summary["train_loss"]
+    assert sum(losses[-5:]) < sum(losses[:5])
+    best = torch.load(trainer.best_path, weights_only=False)
+    assert best["val"]["loss"] == summary["best_val_loss"] == min(
+        r["value"] for r in read_metrics_csv(os.path.join(tmp_path, "metrics.csv"))
+        if r["split"] == "val" and r["name"] == "loss")
+    trainer.task.load_state_dict(best["model"])
+    assert summary["test"]["loss"] == pytest.approx(trainer.evaluate(trainer.test_set)["loss"].item())
+    assert set(summary["test"]) == {"loss", "mse", "rel_l2"}
+
+
+def test_bf16_autocast_trains(tmp_path):
+    summary = _trainer(tmp_path, steps=3, amp="bf16").fit()
+    assert all(math.isfinite(v) for v in summary["train_loss"])
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(amp="fp8")
+
+
+def test_progress_fallback_prints_rate_and_eta(capsys):
+    bar = Progress(4, every=2)
+    bar._bar = None
+    for step in range(1, 5):
+        bar.update(step, loss=1.0)
+    err = capsys.readouterr().err
+    assert "4/4" in err and "step/s" in err
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    eager = _trainer(tmp_path / "eager", steps=3).fit()
+    compiled = _trainer(tmp_path / "compiled", steps=3, compile=True).fit()
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-4)

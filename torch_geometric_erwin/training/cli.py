@@ -1,0 +1,304 @@
+"""The command line every example shares: :class:`Experiment` and :func:`run`.
+
+An example script describes its benchmark (datasets, task wrapper, reference training
+settings, model sizes) as an :class:`Experiment` and calls :func:`run`. The command line
+then offers ``--data``, ``--size``, ``--model`` (one or several, trained one after the
+other on the same data), ``--out``, the optimisation settings (defaulting to the reference
+values), ``--resume``, ``--compile``, ``--amp``, ``--device``, ``--seed`` and logging
+switches; it works under ``torchrun``. Each model's run goes to ``OUT/<model>/``
+(``metrics.csv``, ``tensorboard/``, ``checkpoints/``, ``results.json``); ``OUT/`` gets
+``results.json`` and ``results.md`` (one row per model), ``loss_curves.png`` and
+``ball_tree.png`` (the ball-tree partition of the first training sample).
+
+Bad input (unknown choice, missing data root, a root without the expected layout) ends
+the program with one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch_geometric.io import fs
+
+from torch_geometric_erwin.training.checkpoint import load_checkpoint, seed_everything
+from torch_geometric_erwin.training.distributed import (DistributedContext, destroy_distributed,
+                                                        init_distributed)
+from torch_geometric_erwin.training.tasks.base import Task
+from torch_geometric_erwin.training.trainer import Trainer, TrainConfig, steps_for_budget
+
+#: Signature of a backbone factory: ``(in_channels, size, experiment) -> module`` with ``out_channels``.
+BackboneFactory = Callable[[int, str, "Experiment"], nn.Module]
+
+#: MPNN baseline widths per size: (hidden channels, message-passing steps).
+MPNN_SIZES = {"small": (64, 4), "medium": (128, 6), "large": (256, 8)}
+
+
+def pde_training(epochs: int, train_size: int, batch_size: int, lr: float) -> Dict[str, Any]:
+    """The reference settings of the four PDE benchmarks: ``epochs * train_size // batch_size`` steps,
+    5 % linear warm-up then cosine to 1e-7, weight decay 1e-5, clipping at 1.0, validation every 1000."""
+    return dict(steps=epochs * train_size // batch_size, batch_size=batch_size, lr=lr, weight_decay=1e-5,
+                schedule="warmup-cosine", warmup_ratio=0.05, eta_min=1e-7, max_grad_norm=1.0,
+                val_every=1000)
+
+
+class UsageError(Exception):
+    """A problem with the command line or the data that the user can fix; printed as one line."""
+
+
+def erwin_backbone(in_channels: int, size: str, experiment: "Experiment") -> nn.Module:
+    """The paper's Erwin preset ``<experiment.preset>-<size>``."""
+    from torch_geometric_erwin.nn import Erwin
+    return Erwin.from_preset(f"{experiment.preset}-{size}", in_channels=in_channels)
+
+
+def erwin_nsa_backbone(in_channels: int, size: str, experiment: "Experiment") -> nn.Module:
+    """The NSA paper's preset for the experiment (one size)."""
+    from torch_geometric_erwin.nn.models.erwin_nsa import PRESETS, ErwinNSA
+    if experiment.nsa_preset not in PRESETS:
+        raise UsageError(f"erwin-nsa has no preset for {experiment.name} (the NSA paper has "
+                         f"{', '.join(sorted(PRESETS))}); choose another --model")
+    return ErwinNSA.from_preset(experiment.nsa_preset, in_channels=in_channels,
+                                dimensionality=experiment.dim)
+
+
+def mpnn_backbone(in_channels: int, size: str, experiment: "Experiment") -> nn.Module:
+    """The MPNN baseline at the width and depth of :data:`MPNN_SIZES`."""
+    from torch_geometric_erwin.nn.models.mpnn import MPNN
+    hidden, layers = MPNN_SIZES[size]
+    return MPNN(in_channels, hidden, layers, dim=experiment.dim)
+
+
+DEFAULT_BACKBONES: Dict[str, BackboneFactory] = {
+    "erwin": erwin_backbone, "erwin-nsa": erwin_nsa_backbone, "mpnn": mpnn_backbone}
+
+
+@dataclass
+class Experiment:
+    """One benchmark as the examples run it.
+
+    Args:
+        name: command name (``"cosmology"``).
+        description: first line of ``--help``.
+        dim: spatial dimension.
+        preset: prefix of the Erwin presets (``"<preset>-<size>"``).
+        train: reference :class:`TrainConfig` values (``steps``, ``batch_size``, ``lr``, ...).
+        load: ``(args) -> (train, val, test)`` datasets read from ``args.data``.
+        build_task: ``(backbone_factory, args) -> Task``; calls the factory with the encoder width.
+        layout: the expected layout under ``--data``, for error messages.
+        nsa_preset: name of the Erwin NSA preset, if the NSA paper has one.
+        sizes: the sizes ``--size`` accepts.
+        backbones: model name -> factory (defaults: erwin, erwin-nsa, mpnn).
+        default_models: what ``--model`` trains when not given.
+        default_data: ``--data`` default (``None``: required).
+        add_arguments: adds experiment-specific options to the parser.
+        report: ``(task, trainer, summary, args, out_dir) -> dict``: extra results and plots
+            after testing (rank 0).
+        time_budget: ``--time-budget`` default (seconds of training per model; ``None``: use ``--steps``).
+    """
+
+    name: str
+    description: str
+    dim: int
+    preset: str
+    train: Dict[str, Any]
+    load: Callable[[argparse.Namespace], Tuple[Any, Any, Any]]
+    build_task: Callable[[Callable[[int], nn.Module], argparse.Namespace], Task]
+    layout: str
+    nsa_preset: Optional[str] = None
+    sizes: Sequence[str] = ("small", "medium", "large")
+    backbones: Dict[str, BackboneFactory] = field(default_factory=lambda: dict(DEFAULT_BACKBONES))
+    default_models: Sequence[str] = ("erwin",)
+    default_data: Optional[str] = None
+    add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
+    report: Optional[Callable[..., Dict[str, Any]]] = None
+    time_budget: Optional[float] = None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
+    defaults = TrainConfig(**experiment.train)
+    parser = _Parser(prog=f"{experiment.name}.py", description=experiment.description,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", default=experiment.default_data, required=experiment.default_data is None,
+                        help="dataset root (local path or any fsspec URL); layout: " + experiment.layout)
+    parser.add_argument("--size", default="small", choices=list(experiment.sizes), help="model size preset")
+    parser.add_argument("--model", nargs="+", default=list(experiment.default_models),
+                        choices=sorted(experiment.backbones), help="model(s) to train, one after the other")
+    parser.add_argument("--out", default=os.path.join("runs", experiment.name), help="output folder")
+    group = parser.add_argument_group("optimisation (defaults: the reference settings)")
+    group.add_argument("--steps", type=_positive_int, default=defaults.steps, help="optimiser steps")
+    group.add_argument("--time-budget", type=float, default=experiment.time_budget, metavar="SECONDS",
+                       help="choose the number of steps (replacing --steps) so that each model trains "
+                            "for about this long, measured on this machine")
+    group.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+                       help="global batch size (over all processes)")
+    group.add_argument("--eval-batch-size", type=_positive_int, default=defaults.eval_batch_size)
+    group.add_argument("--lr", type=float, default=defaults.lr)
+    group.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    group.add_argument("--schedule", choices=["cosine", "warmup-cosine"], default=defaults.schedule)
+    group.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio)
+    group.add_argument("--eta-min", type=float, default=defaults.eta_min)
+    group.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm,
+                       help="gradient clipping norm (none by default where the reference does not clip)")
+    group.add_argument("--val-every", type=_positive_int, default=defaults.val_every)
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast precision")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/<model>/checkpoints/last.pt")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-tensorboard", action="store_true", help="CSV metrics only")
+    run.add_argument("--wandb", metavar="PROJECT", default=None,
+                     help="also log to Weights & Biases (needs wandb installed)")
+    if experiment.add_arguments is not None:
+        experiment.add_arguments(parser)
+    return parser
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+                       lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+                       eta_min=args.eta_min, warmup_ratio=args.warmup_ratio,
+                       max_grad_norm=args.max_grad_norm, val_every=args.val_every, seed=args.seed,
+                       amp=None if args.amp == "none" else args.amp, compile=args.compile,
+                       num_workers=args.num_workers, tensorboard=not args.no_tensorboard,
+                       wandb_project=args.wandb, progress=not args.no_progress)
+
+
+def _check_root(experiment: Experiment, root: str) -> None:
+    if not fs.exists(root):
+        raise UsageError(f"data root '{root}' does not exist; download the {experiment.name} data "
+                         f"there (layout: {experiment.layout}) or pass --data")
+
+
+def _write_json(path: str, payload: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def results_table(rows: List[Dict[str, Any]]) -> str:
+    """A Markdown table: model, test metrics, parameters, steps, wall time."""
+    metric_names = sorted({k for row in rows for k, v in row.get("test", {}).items()
+                           if not isinstance(v, list)})
+    header = ["model", *[f"test {name}" for name in metric_names], "parameters", "steps", "wall time (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        test = row.get("test", {})
+        cells = [row["model"], *[_fmt(test.get(name, "")) for name in metric_names],
+                 f"{row['num_parameters']:,}", str(row["steps"]), f"{row['wall_time_s']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def train_models(experiment: Experiment, args: argparse.Namespace, context: DistributedContext,
+                 splits: Tuple[Any, Any, Any]) -> List[Dict[str, Any]]:
+    """Train every ``--model`` on ``splits``; returns one result row per model."""
+    from torch_geometric_erwin.training.plots import plot_loss_curves
+    rows = []
+    for model_name in args.model:
+        factory = experiment.backbones[model_name]
+        seed_everything(args.seed)
+        task = experiment.build_task(lambda c_in: factory(c_in, args.size, experiment), args)
+        out_dir = os.path.join(args.out, model_name)
+        config = train_config(args)
+        last = os.path.join(out_dir, "checkpoints", "last.pt")
+        if args.resume and os.path.isfile(last):
+            config.steps = load_checkpoint(last)["config"]["steps"]
+        elif args.time_budget is not None:
+            config.steps = steps_for_budget(task, splits[0], splits[1], config, args.time_budget, context)
+            if context.is_main:
+                print(f"{model_name}: {config.steps} steps fit a budget of {args.time_budget:g} s",
+                      file=sys.stderr)
+        trainer = Trainer(task, *splits, config, out_dir, context, name=f"{experiment.name}/{model_name}")
+        start = time.perf_counter()
+        summary = trainer.fit(resume=args.resume)
+        row = {"experiment": experiment.name, "model": model_name, "size": args.size,
+               "num_parameters": summary["num_parameters"], "steps": summary["steps"],
+               "wall_time_s": time.perf_counter() - start, "train_time_s": summary["train_time_s"],
+               "best_val": summary["val"], "test": summary.get("test", {}),
+               "final_train_loss": summary["train_loss"][-1] if summary["train_loss"] else None,
+               "config": vars(args) | {"model": model_name}}
+        if experiment.report is not None and context.is_main:
+            row.update(experiment.report(task, trainer, summary, args, out_dir))
+        if context.is_main:
+            _write_json(os.path.join(out_dir, "results.json"), row)
+            plot_loss_curves({model_name: os.path.join(out_dir, "metrics.csv")},
+                             os.path.join(out_dir, "loss_curves.png"))
+        rows.append(row)
+    return rows
+
+
+def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """Parse ``argv``, train and test every requested model, write the results; returns the rows."""
+    from torch_geometric_erwin.training.plots import plot_first_sample_tree, plot_loss_curves
+    args = build_parser(experiment).parse_args(argv)
+    if experiment.default_data is None:
+        _check_root(experiment, args.data)
+    context = init_distributed(args.device)
+    try:
+        torch.set_float32_matmul_precision("high")
+        seed_everything(args.seed)
+        splits = experiment.load(args)
+        rows = train_models(experiment, args, context, splits)
+        if context.is_main:
+            os.makedirs(args.out, exist_ok=True)
+            _write_json(os.path.join(args.out, "results.json"), rows)
+            table = results_table(rows)
+            with open(os.path.join(args.out, "results.md"), "w") as handle:
+                handle.write(table + "\n")
+            plot_loss_curves({name: os.path.join(args.out, name, "metrics.csv") for name in args.model},
+                             os.path.join(args.out, "loss_curves.png"))
+            plot_first_sample_tree(splits[0][0], os.path.join(args.out, "ball_tree.png"))
+            print(table)
+            print(f"results, checkpoints and plots in {os.path.abspath(args.out)}")
+        return rows
+    finally:
+        destroy_distributed(context)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return re.sub(r"\s*\n\s*", " ", text).strip()
+
+
+def run(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> int:
+    """:func:`main` with user errors reported as one line on stderr; returns the exit status."""
+    try:
+        main(experiment, argv)
+    except UsageError as error:
+        print(f"{experiment.name}.py: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as error:
+        print(f"{experiment.name}.py: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{experiment.name}.py: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,71 @@
+"""Process-group helpers for ``torchrun`` (DDP: nccl on GPU, gloo on CPU)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands: ``rank`` of ``world_size`` and its ``device``."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over processes in place (no-op on one process)."""
+        if self.enabled:
+            dist.all_reduce(tensor)
+        return tensor
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` (CUDA if available, else CPU) or any ``torch.device`` string."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use --device cpu")
+    return resolved
+
+
+def init_distributed(device: str = "auto") -> DistributedContext:
+    """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
+
+    Uses nccl with one GPU per process (``LOCAL_RANK``) when the device is CUDA, gloo otherwise.
+    Without ``torchrun`` it returns a single-process context on ``device``.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    resolved = resolve_device(device)
+    if world_size == 1:
+        return DistributedContext(0, 1, resolved)
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(resolved)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), resolved)
+
+
+def destroy_distributed(context: DistributedContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
