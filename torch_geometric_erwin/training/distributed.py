@@ -1,6 +1,7 @@
 """Process-group helpers for ``torchrun`` (DDP: nccl on GPU, gloo on CPU)."""
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -48,11 +49,15 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def init_distributed(device: str = "auto") -> DistributedContext:
     """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
 
     Uses nccl with one GPU per process (``LOCAL_RANK``) when the device is CUDA, gloo otherwise.
-    Without ``torchrun`` it returns a single-process context on ``device``.
+    Without ``torchrun`` it returns a single-process context on ``device``. Collectives time out
+    after ``ERWIN_DIST_TIMEOUT`` seconds (default 1800), so a lost rank ends the run with an error.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     resolved = resolve_device(device)
@@ -61,8 +66,13 @@ def init_distributed(device: str = "auto") -> DistributedContext:
     if resolved.type == "cuda":
         resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(resolved)
+    if resolved.type != "cuda" and os.environ.get("MASTER_ADDR") in LOOPBACK:
+        # gloo binds to the interface of the machine's hostname by default; on hosts whose hostname does
+        # not resolve to a reachable address the ranks then wait on each other forever.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+        timeout = datetime.timedelta(seconds=float(os.environ.get("ERWIN_DIST_TIMEOUT", "1800")))
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo", timeout=timeout)
     return DistributedContext(dist.get_rank(), dist.get_world_size(), resolved)
 
 

@@ -1,0 +1,9 @@
+"""The papers' benchmarks as PyG datasets (any fsspec root), plus a built-in synthetic N-body set."""
+
+from torch_geometric_erwin.datasets.eagle import EAGLE
+from torch_geometric_erwin.datasets.polymer_md import PolymerMD
+
+__all__ = [
+    "EAGLE",
+    "PolymerMD",
+]
