@@ -1,9 +1,13 @@
 """The papers' benchmarks as PyG datasets (any fsspec root), plus a built-in synthetic N-body set."""
 
+from torch_geometric_erwin.datasets.cosmology import Cosmology
 from torch_geometric_erwin.datasets.eagle import EAGLE
 from torch_geometric_erwin.datasets.polymer_md import PolymerMD
+from torch_geometric_erwin.datasets.shapenet_car import ShapeNetCar
 
 __all__ = [
+    "Cosmology",
     "EAGLE",
     "PolymerMD",
+    "ShapeNetCar",
 ]
