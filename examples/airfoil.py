@@ -14,7 +14,9 @@ def _dataset():
 
 
 def load(args):
-    return tuple(_dataset()(args.data, split=split) for split in ("train", "val", "test"))
+    dataset = _dataset()(args.data, split=None)  # the processed file is read once; three views of it
+    split = dataset.get_idx_split()
+    return tuple(dataset[split[key]] for key in ("train", "valid", "test"))
 
 
 def build_task(backbone, args):
