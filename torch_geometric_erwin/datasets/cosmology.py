@@ -303,8 +303,9 @@ class Cosmology(InMemoryDataset):
             if unknown:
                 raise ValueError(f"num_samples keys must be among {self.splits}, "
                                  f"got {sorted(map(str, unknown))}")
-            return {s: check(num_samples[s], f"[{s!r}]") if s in num_samples
-                    else self.default_num_samples[s] for s in self._splits}
+            for key, value in num_samples.items():
+                check(value, f"[{key!r}]")
+            return {s: num_samples.get(s, self.default_num_samples[s]) for s in self._splits}
         if isinstance(num_samples, bool) or not isinstance(num_samples, int):
             raise TypeError(f"num_samples must be None, an int or a dict, "
                             f"got {type(num_samples).__name__}")
