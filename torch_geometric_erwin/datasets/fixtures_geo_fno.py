@@ -35,8 +35,8 @@ def _write_npy(path: str, array: np.ndarray) -> None:
 
 
 def _write_grid(raw_dir: str, names: Sequence[str], num_samples: int, grid: Sequence[int],
-                channels: int, centre: Sequence[float], spread: Sequence[float], seed: int,
-                dtype) -> Dict[str, np.ndarray]:
+                channels: int, centre: Sequence[float], spread: Sequence[float],
+                field: Sequence[float], seed: int, dtype) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     h, w = grid
     u, v = np.meshgrid(np.linspace(0.0, 1.0, w), np.linspace(0.0, 1.0, h))       # [H, W]
@@ -44,7 +44,7 @@ def _write_grid(raw_dir: str, names: Sequence[str], num_samples: int, grid: Sequ
     arrays = {
         "X": (centre[0] + spread[0] * (u - 0.5 + 0.1 * shift[:, 0])).astype(dtype),
         "Y": (centre[1] + spread[1] * (v - 0.5 + 0.1 * shift[:, 1])).astype(dtype),
-        "Q": rng.normal(size=(num_samples, channels, h, w)).astype(dtype),
+        "Q": rng.normal(field[0], field[1], size=(num_samples, channels, h, w)).astype(dtype),
     }
     for key, name in zip("XYQ", names):
         _write_npy(osp.join(raw_dir, name), arrays[key])
@@ -59,7 +59,7 @@ def write_airfoil(raw_dir: str, num_samples: int = 1200, grid: Sequence[int] = (
     Returns ``{"X", "Y", "Q"}``.
     """
     return _write_grid(raw_dir, [f"airfoil/naca/NACA_Cylinder_{k}.npy" for k in "XYQ"], num_samples,
-                       grid, 5, (1.5, 0.0), (20.0, 20.0), seed, dtype)
+                       grid, 5, (1.5, 0.0), (20.0, 20.0), (0.8, 0.14), seed, dtype)
 
 
 def write_pipe(raw_dir: str, num_samples: int = 1200, grid: Sequence[int] = (130, 3), seed: int = 0,
@@ -71,7 +71,7 @@ def write_pipe(raw_dir: str, num_samples: int = 1200, grid: Sequence[int] = (130
     Returns ``{"X", "Y", "Q"}``.
     """
     return _write_grid(raw_dir, [f"pipe/Pipe_{k}.npy" for k in "XYQ"], num_samples, grid, 3,
-                       (5.0, 0.0), (10.0, 2.0), seed, dtype)
+                       (5.0, 0.0), (10.0, 2.0), (0.17, 0.08), seed, dtype)
 
 
 def write_elasticity(raw_dir: str, num_samples: int = 1210, num_points: int = 10, seed: int = 0,
