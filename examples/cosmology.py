@@ -10,7 +10,16 @@ C_IN = {"small": 32, "medium": 64, "large": 128}
 
 def load(args):
     from torch_geometric_erwin.datasets import Cosmology
-    return tuple(Cosmology(args.data, split=split) for split in ("train", "val", "test"))
+    counts = {"train": args.num_samples, "val": args.num_eval_samples, "test": args.num_eval_samples}
+    return tuple(Cosmology(args.data, split=split, num_samples=counts[split])
+                 for split in ("train", "val", "test"))
+
+
+def add_arguments(parser):
+    parser.add_argument("--num-samples", type=int, default=8192,
+                        help="training records (the first ones of the train files)")
+    parser.add_argument("--num-eval-samples", type=int, default=512,
+                        help="validation and test records")
 
 
 def build_task(backbone, args):
@@ -21,7 +30,7 @@ def build_task(backbone, args):
 EXPERIMENT = Experiment(
     name="cosmology", description=__doc__, dim=3, preset="cosmology", nsa_preset="cosmology",
     train=dict(steps=3000, batch_size=16, lr=5e-4, eta_min=1e-6, val_every=500),
-    load=load, build_task=build_task,
+    load=load, build_task=build_task, add_arguments=add_arguments,
     layout="raw/halos*{train,val,test}*.tfrecord (Zenodo 11479419, quijote_records/)")
 
 if __name__ == "__main__":
