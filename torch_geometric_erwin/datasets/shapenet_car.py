@@ -52,7 +52,7 @@ class ShapeNetCar(InMemoryDataset):
     ``torch.randperm`` seeded with ``val_seed``), so model selection never sees
     the test split. Within a split cars keep their discovery order.
 
-    All cars are processed into one file (about 65 MB), whatever ``split``;
+    All cars are processed into one file (about 50 MB), whatever ``split``;
     the split is selected when loading.
 
     Raw layout under ``root/raw`` (see :meth:`download`)::
