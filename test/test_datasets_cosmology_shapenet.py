@@ -120,7 +120,7 @@ def test_cosmology_file_order_and_num_samples(tmp_path, no_network):
 
 def test_cosmology_records_are_real_tfrecords(tmp_path):
     """The fixture, read by independent code: the tfrecord package and protobuf's own parser."""
-    tfrecord = pytest.importorskip("tfrecord")
+    pytest.importorskip("tfrecord")
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     from tfrecord import example_pb2
     from tfrecord.reader import tfrecord_iterator
@@ -164,7 +164,6 @@ def test_cosmology_records_are_real_tfrecords(tmp_path):
         assert f.read(4) == TFRecordWriter.masked_crc(length)
         payload = f.read(struct.unpack("<Q", length)[0])
         assert f.read(4) == TFRecordWriter.masked_crc(payload)
-    assert tfrecord is not None
 
 
 def test_cosmology_tensor_decoding_variants():
