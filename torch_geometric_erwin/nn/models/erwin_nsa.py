@@ -7,7 +7,11 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from torch_geometric_erwin.nn.ball_attention import BallAttention
+from torch_geometric_erwin.nn.embedding import ErwinEmbedding
+from torch_geometric_erwin.nn.graph import knn_graph
 from torch_geometric_erwin.nn.nsa_conv import ErwinNSAConv
+from torch_geometric_erwin.nn.swiglu import SwiGLU
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
 
@@ -33,9 +37,9 @@ class ErwinNSABlock(nn.Module):
     def __init__(self, conv: ErwinNSAConv, mlp_ratio: int = 4):
         super().__init__()
         channels = conv.channels
-        self.norm1 = RMSNorm(channels)
+        self.norm1 = nn.RMSNorm(channels)
         self.conv = conv
-        self.norm2 = RMSNorm(channels)
+        self.norm2 = nn.RMSNorm(channels)
         self.mlp = SwiGLU(channels, mlp_ratio * channels)
 
     def reset_parameters(self) -> None:
@@ -73,6 +77,8 @@ class ErwinNSA(nn.Module):
         dimensionality: :math:`D` of the positions.
         padding: tree padding (``"pow2"``, the reference's, or ``"compact"``).
         query_chunk_size, checkpoint, mask_padding: see :class:`ErwinNSAConv`.
+        knn: neighbours of the kNN graph (self-loops included) built for the
+            embedding when no ``edge_index`` is given.
 
     Shapes: ``forward(x [N, F], pos [N, D], batch [N]?, edge_index [2, E]?, tree?) -> [N, out]``
     or ``forward(data)``.
@@ -83,7 +89,7 @@ class ErwinNSA(nn.Module):
                  local_ball_size: int = 128, num_selected: int = 16, rotate: float = 45.0, mp_steps: int = 3,
                  mlp_ratio: int = 4, out_channels: Optional[int] = None, dimensionality: int = 3,
                  padding: str = "pow2", query_chunk_size: int = 1024, checkpoint: bool = True,
-                 mask_padding: bool = True):
+                 mask_padding: bool = True, knn: int = 16):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("depth", depth), ("mlp_ratio", mlp_ratio)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -95,6 +101,7 @@ class ErwinNSA(nn.Module):
         self.in_channels, self.channels, self.depth = in_channels, channels, depth
         self.out_channels = channels if out_channels is None else out_channels
         self.rotate, self.padding, self.dimensionality = float(rotate), padding, dimensionality
+        self.knn = knn
         self.embedding = ErwinEmbedding(in_channels, channels, mp_steps, dimensionality)
         self.blocks = nn.ModuleList([
             ErwinNSABlock(ErwinNSAConv(
@@ -159,6 +166,8 @@ class ErwinNSA(nn.Module):
             tree = self.build_tree(pos, batch)
         self._check_tree(tree, x.shape[0])
 
+        if edge_index is None and self.embedding.mp_steps > 0:
+            edge_index = torch.compiler.disable(knn_graph)(pos, self.knn, batch, loop=True)
         h = self.embedding(x, pos, edge_index)[tree.index]
         slot_pos, mask = pos[tree.index], tree.mask
         rotated = tree.rotated[0] if self.rotate and tree.rotated else None

@@ -1,0 +1,124 @@
+r"""Ball attention: multi-head self-attention inside balls of a ball tree (Erwin, eqs. 8-10)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+from torch import Tensor, nn
+
+from torch_geometric_erwin.nn.init import reset_linear
+from torch_geometric_erwin.tree.validation import is_power_of_two
+
+
+@dataclass
+class BallGeometry:
+    r"""What ball attention needs of the positions of one tree order, computed once.
+
+    Every block of a U-Net level attends in the same balls (or the same rotated
+    balls), so :class:`~torch_geometric_erwin.nn.Erwin` builds this once per
+    level and order and hands it to each block.
+
+    Attributes:
+        rel_pos: ``[S, D]`` position of every slot relative to its ball's centre
+            (eq. 9): :math:`p_i - \frac{1}{m}\sum_{j \in B} p_j`.
+        distance: ``[S / m, m, m]`` pairwise distances inside every ball (eq. 10).
+        ball_size: :math:`m`.
+    """
+
+    rel_pos: Tensor
+    distance: Tensor
+    ball_size: int
+
+    @classmethod
+    @torch.no_grad()
+    def from_pos(cls, pos: Tensor, ball_size: int) -> "BallGeometry":
+        """Geometry of balls of ``ball_size`` contiguous slots of ``pos`` ``[S, D]``."""
+        balls = rearrange(pos.detach(), "(n m) d -> n m d", m=ball_size)
+        centre = reduce(balls, "n m d -> n 1 d", "mean")
+        rel_pos = rearrange(balls - centre, "n m d -> (n m) d")
+        return cls(rel_pos, torch.cdist(balls, balls), ball_size)
+
+
+class BallAttention(nn.Module):
+    r"""Ball multi-head self-attention (BMSA, Erwin eqs. 8-10).
+
+    The slots are cut into balls of ``ball_size`` contiguous slots (the leaves
+    of one ball of the tree); every slot attends to the slots of its ball:
+
+    .. math::
+        X_B &\leftarrow X_B + \mathrm{PE}(P_B - \bar{p}_B) \qquad \text{(eq. 9)} \\
+        \mathrm{BMSA}(X_B) &= W_O \,\mathrm{softmax}\Big(
+            \frac{Q_B K_B^\top}{\sqrt{d_h}} + \sigma_h D_B\Big) V_B \qquad \text{(eqs. 8, 10)}
+
+    with :math:`\mathrm{PE}` a linear map of the position relative to the
+    ball's centre, :math:`D_B` the matrix of pairwise distances in the ball and
+    one learnable :math:`\sigma_h` per head, initialised near :math:`-1` so the
+    bias favours near neighbours. This is the reference parametrisation; the
+    paper writes the bias as :math:`-\sigma^2 D_B`, the case
+    :math:`\sigma_h \le 0`.
+
+    Args:
+        channels (int): width :math:`C` (divisible by ``num_heads``).
+        num_heads (int): attention heads.
+        ball_size (int): slots per ball :math:`m` (a power of two).
+        dimensionality (int): :math:`D` of the positions. (default: ``3``)
+
+    Shapes:
+        ``forward(x [S, C], pos [S, D], key_mask [S]? , geometry?) -> [S, C]``,
+        with :math:`S` a multiple of ``ball_size``. ``key_mask`` (bool) hides
+        keys (tree padding) from the other slots of their ball; a ball without
+        any visible key attends to all of its slots. ``geometry`` is the
+        :class:`BallGeometry` of ``pos``, when the caller has it already.
+    """
+
+    def __init__(self, channels: int, num_heads: int, ball_size: int, dimensionality: int = 3):
+        super().__init__()
+        for name, value in (("channels", channels), ("num_heads", num_heads), ("ball_size", ball_size),
+                            ("dimensionality", dimensionality)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if channels % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide channels ({channels})")
+        if not is_power_of_two(ball_size):
+            raise ValueError(f"ball_size must be a power of two, got {ball_size}")
+        self.channels, self.num_heads, self.ball_size = channels, num_heads, ball_size
+        self.dimensionality = dimensionality
+        self.pos_proj = nn.Linear(dimensionality, channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+        self.sigma = nn.Parameter(torch.empty(num_heads))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for lin in (self.pos_proj, self.qkv, self.proj):
+            reset_linear(lin)
+        with torch.no_grad():
+            self.sigma.copy_(-1.0 + 0.01 * torch.randn(self.num_heads))
+
+    def forward(self, x: Tensor, pos: Optional[Tensor] = None, key_mask: Optional[Tensor] = None,
+                geometry: Optional[BallGeometry] = None) -> Tensor:
+        if geometry is None:
+            if pos is None:
+                raise ValueError("BallAttention needs pos or geometry")
+            if pos.shape != (x.shape[0], self.dimensionality) or x.shape[0] % self.ball_size:
+                raise ValueError(f"x [S, C] and pos [S, {self.dimensionality}] must have the same number "
+                                 f"of rows S, a multiple of ball_size={self.ball_size}; got x "
+                                 f"{tuple(x.shape)} and pos {tuple(pos.shape)}")
+            geometry = BallGeometry.from_pos(pos, self.ball_size)
+        x = x + self.pos_proj(geometry.rel_pos.to(x.dtype))
+        q, k, v = rearrange(self.qkv(x), "(n m) (h e three) -> three n h m e",
+                            m=self.ball_size, h=self.num_heads, three=3)
+        bias = rearrange(self.sigma, "h -> 1 h 1 1") * rearrange(geometry.distance, "n i j -> n 1 i j")
+        if key_mask is not None:
+            hidden = rearrange(~key_mask, "(n m) -> n 1 1 m", m=self.ball_size)
+            hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
+            bias = bias.masked_fill(hidden, float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        return self.proj(rearrange(out, "n h m e -> (n m) (h e)"))
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.channels}, num_heads={self.num_heads}, "
+                f"ball_size={self.ball_size}, dimensionality={self.dimensionality})")

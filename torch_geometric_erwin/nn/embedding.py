@@ -1,0 +1,76 @@
+r"""Erwin's input embedding: a linear projection followed by a small MPNN (eq. 14)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+from torch_geometric_erwin.nn.init import reset_linear
+
+
+class ErwinEmbedding(nn.Module):
+    r"""Linear projection and ``mp_steps`` residual message-passing steps (Erwin eq. 14):
+
+    .. math::
+        h_i &\leftarrow W_{in} x_i \\
+        m_{ij} &= \mathrm{LN}\big(\mathrm{GELU}(W_m [h_j, h_i, p_j - p_i])\big) \\
+        h_i &\leftarrow h_i + \mathrm{LN}\Big(W_u \big[h_i, \tfrac{1}{|\mathcal{N}(i)|}
+            \textstyle\sum_{j \in \mathcal{N}(i)} m_{ij}\big]\Big)
+
+    for every edge :math:`j \to i` of ``edge_index`` (row 0 the source :math:`j`,
+    row 1 the target :math:`i`); nodes without incoming edges get
+    :math:`m_i = 0`. It runs on the graph's nodes before any tree padding.
+
+    Args:
+        in_channels (int): input features :math:`F`.
+        channels (int): width :math:`C`.
+        mp_steps (int): message-passing steps (``0``: the projection only).
+        dimensionality (int): :math:`D` of the positions. (default: ``3``)
+
+    Shapes: ``forward(x [N, F], pos [N, D], edge_index [2, E]?) -> [N, C]``
+    (``edge_index`` is required when ``mp_steps > 0``).
+    """
+
+    def __init__(self, in_channels: int, channels: int, mp_steps: int = 3, dimensionality: int = 3):
+        super().__init__()
+        for name, value, low in (("in_channels", in_channels, 1), ("channels", channels, 1),
+                                 ("mp_steps", mp_steps, 0), ("dimensionality", dimensionality, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        self.in_channels, self.channels = in_channels, channels
+        self.mp_steps, self.dimensionality = mp_steps, dimensionality
+        self.lin = nn.Linear(in_channels, channels)
+        self.messages = nn.ModuleList([
+            nn.Sequential(nn.Linear(2 * channels + dimensionality, channels), nn.GELU(), nn.LayerNorm(channels))
+            for _ in range(mp_steps)])
+        self.updates = nn.ModuleList([
+            nn.Sequential(nn.Linear(2 * channels, channels), nn.LayerNorm(channels)) for _ in range(mp_steps)])
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                reset_linear(module)
+            elif isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+
+    def forward(self, x: Tensor, pos: Tensor, edge_index: Optional[Tensor] = None) -> Tensor:
+        h = self.lin(x)
+        if self.mp_steps == 0:
+            return h
+        if edge_index is None:
+            raise ValueError("edge_index is required when mp_steps > 0")
+        source, target = edge_index
+        with torch.no_grad():
+            offset = (pos[source] - pos[target]).to(h.dtype)
+        for message, update in zip(self.messages, self.updates):
+            m = message(torch.cat([h[source], h[target], offset], dim=-1))
+            m = scatter(m, target, dim=0, dim_size=h.shape[0], reduce="mean")
+            h = h + update(torch.cat([h, m], dim=-1))
+        return h
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.in_channels}, {self.channels}, mp_steps={self.mp_steps}, "
+                f"dimensionality={self.dimensionality})")

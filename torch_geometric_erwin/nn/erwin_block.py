@@ -1,0 +1,67 @@
+r"""The Erwin transformer block: pre-norm ball attention and SwiGLU, each with a residual."""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor, nn
+
+from torch_geometric_erwin.nn.ball_attention import BallAttention, BallGeometry
+from torch_geometric_erwin.nn.swiglu import SwiGLU
+
+
+class ErwinBlock(nn.Module):
+    r"""One Erwin transformer block (paper Sec. 4):
+
+    .. math::
+        X &\leftarrow X + \mathrm{BMSA}(\mathrm{RMSNorm}(X), P) \\
+        X &\leftarrow X + \mathrm{SwiGLU}(\mathrm{RMSNorm}(X))
+
+    Given a ``permutation`` of the slots (a rotated tree's order, eq. 11), the
+    block runs on ``x[permutation]`` so that its balls are the rotated tree's
+    balls, and returns the rows in the original slot order.
+
+    Args:
+        channels (int): width :math:`C`.
+        num_heads (int): attention heads.
+        ball_size (int): slots per ball.
+        mlp_ratio (int): SwiGLU hidden width / :math:`C`. (default: ``4``)
+        dimensionality (int): :math:`D` of the positions. (default: ``3``)
+
+    Shapes:
+        ``forward(x [S, C], pos [S, D]?, permutation [S]?, key_mask [S]?, geometry?) -> [S, C]``.
+        ``geometry`` (a :class:`BallGeometry`) describes the order the balls are
+        taken in (the permuted one when ``permutation`` is given) and replaces
+        ``pos``.
+    """
+
+    def __init__(self, channels: int, num_heads: int, ball_size: int, mlp_ratio: int = 4,
+                 dimensionality: int = 3):
+        super().__init__()
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, int) or mlp_ratio < 1:
+            raise ValueError(f"mlp_ratio must be a positive int, got {mlp_ratio!r}")
+        self.norm1 = nn.RMSNorm(channels)
+        self.attention = BallAttention(channels, num_heads, ball_size, dimensionality)
+        self.norm2 = nn.RMSNorm(channels)
+        self.mlp = SwiGLU(channels, mlp_ratio * channels)
+
+    def reset_parameters(self) -> None:
+        for module in (self.norm1, self.attention, self.norm2, self.mlp):
+            module.reset_parameters()
+
+    def forward(self, x: Tensor, pos: Optional[Tensor] = None, permutation: Optional[Tensor] = None,
+                key_mask: Optional[Tensor] = None, geometry: Optional[BallGeometry] = None) -> Tensor:
+        if permutation is None:
+            return self._forward(x, pos, key_mask, geometry)
+        out = self._forward(x[permutation], None if pos is None else pos[permutation],
+                            None if key_mask is None else key_mask[permutation], geometry)
+        return out.new_empty(out.shape).index_copy(0, permutation, out)
+
+    def _forward(self, x: Tensor, pos: Optional[Tensor], key_mask: Optional[Tensor],
+                 geometry: Optional[BallGeometry]) -> Tensor:
+        x = x + self.attention(self.norm1(x), pos, key_mask, geometry)
+        return x + self.mlp(self.norm2(x))
+
+    def __repr__(self) -> str:
+        attention = self.attention
+        return (f"{self.__class__.__name__}({attention.channels}, num_heads={attention.num_heads}, "
+                f"ball_size={attention.ball_size}, mlp_ratio={self.mlp.hidden_channels // attention.channels})")

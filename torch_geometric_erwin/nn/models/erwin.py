@@ -1,0 +1,366 @@
+r"""Erwin: the hierarchical ball-tree transformer (Zhdanov, Welling, van de Meent, ICML 2025)."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data.data import BaseData
+
+from torch_geometric_erwin.nn.ball_attention import BallGeometry
+from torch_geometric_erwin.nn.embedding import ErwinEmbedding
+from torch_geometric_erwin.nn.erwin_block import ErwinBlock
+from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
+from torch_geometric_erwin.nn.init import reset_linear
+from torch_geometric_erwin.nn.models.presets import PRESETS
+from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
+from torch_geometric_erwin.tree import BallTree, build_ball_tree, granularity
+from torch_geometric_erwin.tree.ball_tree import PADDINGS
+from torch_geometric_erwin.tree.validation import check_ball_config, check_pos, node_ptr_from
+
+#: A level's tree orders: the geometry of its balls, and (permutation, geometry) of the rotated balls.
+LevelOrders = Tuple[BallGeometry, Optional[Tuple[Tensor, BallGeometry]]]
+
+
+class ErwinStage(nn.Module):
+    r"""The blocks of one U-Net level: ``depth`` :class:`~torch_geometric_erwin.nn.ErwinBlock`\ s, the
+    odd ones on the rotated tree's balls when a rotated order is given (cross-ball interaction, eq. 11).
+
+    Shapes: ``forward(x [S_l, C], orders) -> [S_l, C]`` with ``orders`` a :data:`LevelOrders`.
+    """
+
+    def __init__(self, depth: int, channels: int, num_heads: int, ball_size: int, mlp_ratio: int,
+                 dimensionality: int):
+        super().__init__()
+        self.blocks = nn.ModuleList([ErwinBlock(channels, num_heads, ball_size, mlp_ratio, dimensionality)
+                                     for _ in range(depth)])
+
+    def reset_parameters(self) -> None:
+        for block in self.blocks:
+            block.reset_parameters()
+
+    def forward(self, x: Tensor, orders: LevelOrders) -> Tensor:
+        geometry, rotated = orders
+        for i, block in enumerate(self.blocks):
+            if i % 2 and rotated is not None:
+                x = block(x, permutation=rotated[0], geometry=rotated[1])
+            else:
+                x = block(x, geometry=geometry)
+        return x
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(depth={len(self.blocks)})"
+
+
+def _positive_ints(name: str, values, allow_zero: bool = False) -> List[int]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a list of ints, got {values!r}")
+    low = 0 if allow_zero else 1
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must hold ints >= {low}, got {list(values)}")
+    return list(values)
+
+
+class Erwin(nn.Module):
+    r"""Erwin (Zhdanov et al., ICML 2025, Sec. 4 and Fig. 2): ball attention on a
+    ball tree, coarsened and refined like a U-Net.
+
+    .. math::
+        h &= \mathrm{Embed}(x, p, \mathcal{E}) \qquad \text{(eq. 14, on the graph's nodes)} \\
+        h^{(l)} &= \mathrm{Blocks}^{enc}_l\big(h^{(l)}\big), \quad
+            h^{(l+1)} = \mathrm{BallPool}_l\big(h^{(l)}\big) \qquad (l < L - 1,\ \text{eq. 12}) \\
+        h^{(L-1)} &= \mathrm{Blocks}^{enc}_{L-1}\big(h^{(L-1)}\big) \qquad \text{(bottleneck)} \\
+        h^{(l)} &= \mathrm{Blocks}^{dec}_l\big(\mathrm{BallUnpool}_l(h^{(l+1)}, h^{(l)})\big)
+            \qquad (l = L-2, \dots, 0,\ \text{eq. 13})
+
+    on the leaves of the ball tree of each graph (padding slots included), with
+    the odd blocks of every level attending inside the balls of the rotated tree
+    (eq. 11) when ``rotate != 0``. Rows come back in the input node order, one
+    per node.
+
+    Args:
+        in_channels (int): input features per node.
+        hidden_channels (list of int): width :math:`C_l` of every level (``L`` entries).
+        ball_sizes (list of int): ball size of every level (powers of two).
+        enc_num_heads, enc_depths (list of int): heads and blocks of every
+            encoder level, the last one being the bottleneck (``L`` entries).
+        dec_num_heads, dec_depths (list of int): heads and blocks of the decoder
+            levels ``0..L-2``, finest first (``L - 1`` entries).
+        strides (list of int): pooling stride after every level but the last
+            (powers of two, ``L - 1`` entries).
+        rotate (float): rotation angle of the cross-ball trees in degrees; ``0``
+            for none. (default: ``45``)
+        decode (bool): if :obj:`False`, return the bottleneck level instead
+            (``(h [S_{L-1}, C_{L-1}], batch [S_{L-1}])`` in tree order). (default: :obj:`True`)
+        mlp_ratio (int): SwiGLU hidden width / :math:`C_l`. (default: ``4``)
+        dimensionality (int): :math:`D` of the positions. (default: ``3``)
+        mp_steps (int): message-passing steps of the embedding. (default: ``3``)
+        out_channels (int, optional): if given, a final ``Linear(C_0, out_channels)``.
+        padding (str): tree padding, ``"pow2"`` (the reference's) or ``"compact"``
+            (see :func:`~torch_geometric_erwin.tree.build_ball_tree`).
+        knn (int): neighbours of the kNN graph (self-loops included) built for the
+            embedding when no ``edge_index`` is given. (default: ``16``)
+        radius (float, optional): build a radius graph (self-loops, at most 32
+            neighbours) instead of the kNN graph.
+
+    Shapes:
+        ``forward(x [N, F], pos [N, D], batch [N]?, edge_index [2, E]?, tree?) -> [N, C_0]``
+        (or ``[N, out_channels]``), or ``forward(data)`` for a
+        :class:`~torch_geometric.data.Data`/:class:`~torch_geometric.data.Batch`
+        with ``x``, ``pos`` and optionally ``edge_index`` and the attributes of
+        :class:`~torch_geometric_erwin.transforms.BallTreeTransform` and
+        :class:`~torch_geometric_erwin.transforms.RotatedTreeTransform`.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: Sequence[int], ball_sizes: Sequence[int],
+                 enc_num_heads: Sequence[int], enc_depths: Sequence[int], dec_num_heads: Sequence[int],
+                 dec_depths: Sequence[int], strides: Sequence[int], rotate: float = 45.0, decode: bool = True,
+                 mlp_ratio: int = 4, dimensionality: int = 3, mp_steps: int = 3,
+                 out_channels: Optional[int] = None, padding: str = "pow2", knn: int = 16,
+                 radius: Optional[float] = None):
+        super().__init__()
+        hidden_channels = _positive_ints("hidden_channels", hidden_channels)
+        enc_num_heads = _positive_ints("enc_num_heads", enc_num_heads)
+        enc_depths = _positive_ints("enc_depths", enc_depths, allow_zero=True)
+        dec_num_heads = _positive_ints("dec_num_heads", dec_num_heads)
+        dec_depths = _positive_ints("dec_depths", dec_depths, allow_zero=True)
+        ball_sizes, strides = check_ball_config(ball_sizes, strides)
+        levels = len(ball_sizes)
+        for name, values, expected in (("hidden_channels", hidden_channels, levels),
+                                       ("enc_num_heads", enc_num_heads, levels),
+                                       ("enc_depths", enc_depths, levels),
+                                       ("dec_num_heads", dec_num_heads, levels - 1),
+                                       ("dec_depths", dec_depths, levels - 1)):
+            if len(values) != expected:
+                raise ValueError(f"{name} must have {expected} entries (len(ball_sizes) = {levels}"
+                                 f"{' minus 1' if expected < levels else ''}), got {len(values)}")
+        for name, heads, widths in (("enc_num_heads", enc_num_heads, hidden_channels),
+                                    ("dec_num_heads", dec_num_heads, hidden_channels[:-1])):
+            for level, (h, c) in enumerate(zip(heads, widths)):
+                if c % h:
+                    raise ValueError(f"{name}[{level}] = {h} does not divide hidden_channels[{level}] = {c}")
+        if isinstance(rotate, bool) or not isinstance(rotate, (int, float)) or not math.isfinite(rotate):
+            raise TypeError(f"rotate must be a finite angle in degrees, got {rotate!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        if isinstance(knn, bool) or not isinstance(knn, int) or knn < 1:
+            raise ValueError(f"knn must be a positive int, got {knn!r}")
+        if radius is not None and not (isinstance(radius, (int, float)) and 0 < radius < math.inf):
+            raise ValueError(f"radius must be a positive finite number, got {radius!r}")
+
+        self.in_channels, self.hidden_channels = in_channels, hidden_channels
+        self.out_channels = hidden_channels[0] if out_channels is None else out_channels
+        self.ball_sizes, self.strides = list(ball_sizes), list(strides)
+        self.enc_num_heads, self.enc_depths = enc_num_heads, enc_depths
+        self.dec_num_heads, self.dec_depths = dec_num_heads, dec_depths
+        self.rotate, self.decode, self.mlp_ratio = float(rotate), bool(decode), mlp_ratio
+        self.dimensionality, self.mp_steps, self.padding = dimensionality, mp_steps, padding
+        self.knn, self.radius = knn, radius
+
+        self.embedding = ErwinEmbedding(in_channels, hidden_channels[0], mp_steps, dimensionality)
+        self.encoder = nn.ModuleList([
+            ErwinStage(enc_depths[l], hidden_channels[l], enc_num_heads[l], ball_sizes[l], mlp_ratio,
+                       dimensionality) for l in range(levels)])
+        self.pool = nn.ModuleList([
+            BallPooling(hidden_channels[l], hidden_channels[l + 1], strides[l], dimensionality)
+            for l in range(levels - 1)])
+        if self.decode:
+            self.unpool = nn.ModuleList([
+                BallUnpooling(hidden_channels[l + 1], hidden_channels[l], strides[l], dimensionality)
+                for l in range(levels - 1)])
+            self.decoder = nn.ModuleList([
+                ErwinStage(dec_depths[l], hidden_channels[l], dec_num_heads[l], ball_sizes[l], mlp_ratio,
+                           dimensionality) for l in range(levels - 1)])
+        self.head = None if out_channels is None else nn.Linear(hidden_channels[0], out_channels)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_preset(cls, name: str, in_channels: Optional[int] = None, **overrides) -> "Erwin":
+        """The configuration ``name`` of :data:`~torch_geometric_erwin.nn.models.presets.PRESETS`
+        (e.g. ``"md-small"``), with ``in_channels`` (default: the reference wrapper's width) and any
+        other argument overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+        config = dict(PRESETS[name])
+        if in_channels is not None:
+            config["in_channels"] = in_channels
+        config.update(overrides)
+        return cls(**config)
+
+    @classmethod
+    def from_reference(cls, state_dict: Mapping[str, Tensor], c_in: int, c_hidden: Union[int, Sequence[int]],
+                       ball_sizes: Sequence[int], enc_num_heads: Sequence[int], enc_depths: Sequence[int],
+                       dec_num_heads: Sequence[int], dec_depths: Sequence[int], strides: Sequence[int],
+                       rotate: float, decode: bool = True, mlp_ratio: int = 4, dimensionality: int = 3,
+                       mp_steps: int = 3, **kwargs) -> "Erwin":
+        """An :class:`Erwin` with the weights of a reference ``ErwinTransformer``.
+
+        Takes the reference constructor's arguments (an integer ``c_hidden`` is the
+        old API's :math:`c \\cdot \\prod_{j<l} s_j`; ``rotate <= 0`` means no rotation,
+        as in the reference) and its ``state_dict`` (keys may carry torch.compile's
+        ``_orig_mod.`` prefix). Further keyword arguments (``out_channels``,
+        ``padding``, ``knn``, ``radius``) go to :class:`Erwin`. Given the same
+        inputs, ``edge_index`` and tree, the result equals the reference model's
+        in eval mode (see the docs' "coming from the reference code").
+        """
+        if isinstance(c_hidden, int):
+            c_hidden = [c_hidden * math.prod(strides[:level]) for level in range(len(ball_sizes))]
+        model = cls(c_in, list(c_hidden), ball_sizes, enc_num_heads, enc_depths, dec_num_heads, dec_depths,
+                    strides, rotate=float(rotate) if rotate > 0 else 0.0, decode=decode, mlp_ratio=mlp_ratio,
+                    dimensionality=dimensionality, mp_steps=mp_steps, **kwargs)
+        mapped = model._map_reference_keys(state_dict)
+        if model.head is not None:
+            mapped.update({f"head.{key}": value for key, value in model.head.state_dict().items()})
+        model.load_state_dict(mapped, strict=True)
+        return model
+
+    def _map_reference_keys(self, state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        last = len(self.ball_sizes) - 1
+        block_parts = {"BMSA.pe_proj": "attention.pos_proj", "BMSA.qkv": "attention.qkv",
+                       "BMSA.proj": "attention.proj", "BMSA.sigma_att": "attention.sigma", "swiglu": "mlp"}
+        rules = [
+            (r"embed\.embed_fn\.", lambda m: "embedding.lin."),
+            (r"embed\.mpnn\.message_fns\.", lambda m: "embedding.messages."),
+            (r"embed\.mpnn\.update_fns\.", lambda m: "embedding.updates."),
+            (r"encoder\.(\d+)\.pool\.", lambda m: f"pool.{m[1]}."),
+            (r"bottleneck\.blocks\.", lambda m: f"encoder.{last}.blocks."),
+            (r"decoder\.(\d+)\.unpool\.", lambda m: f"unpool.{last - 1 - int(m[1])}."),
+            (r"decoder\.(\d+)\.blocks\.", lambda m: f"decoder.{last - 1 - int(m[1])}.blocks."),
+        ]
+        mapped = {}
+        for key, value in state_dict.items():
+            key = key.removeprefix("_orig_mod.")
+            for pattern, target in rules:
+                match = re.match(pattern, key)
+                if match:
+                    key = target(match) + key[match.end():]
+                    break
+            for old, new in block_parts.items():
+                key = key.replace(f".{old}", f".{new}")
+            if key.endswith("attention.sigma"):
+                value = value.reshape(-1)
+            if key.startswith("pool.") and self.pool[int(key.split(".")[1])].identity:
+                continue  # the reference builds parameters for stride-1 pooling that it never uses
+            mapped[key] = value
+        return mapped
+
+    def reset_parameters(self) -> None:
+        self.embedding.reset_parameters()
+        for module in self.children():
+            if isinstance(module, nn.ModuleList):
+                for layer in module:
+                    layer.reset_parameters()
+        if self.head is not None:
+            reset_linear(self.head)
+
+    # ------------------------------------------------------------------ trees and graphs
+    @property
+    def tree_config(self) -> dict:
+        """Arguments of the ball tree this model runs on, for
+        :class:`~torch_geometric_erwin.transforms.BallTreeTransform` (add ``angle=model.rotate`` for
+        :class:`~torch_geometric_erwin.transforms.RotatedTreeTransform`)."""
+        return dict(ball_sizes=self.ball_sizes, strides=self.strides, padding=self.padding)
+
+    @property
+    def uses_rotation(self) -> bool:
+        return self.rotate != 0 and any(depth > 1 for depth in self.enc_depths + self.dec_depths)
+
+    @torch.compiler.disable
+    def build_tree(self, pos: Tensor, batch: Optional[Tensor] = None) -> BallTree:
+        """The ball tree (with its rotated orders when the model uses them) of ``pos``."""
+        return build_ball_tree(pos, batch, rotate=self.rotate if self.uses_rotation else 0.0,
+                               **self.tree_config)
+
+    @torch.compiler.disable
+    def build_graph(self, pos: Tensor, batch: Optional[Tensor] = None) -> Tensor:
+        """The graph of the embedding when none is given: radius (if ``radius``) or kNN, with self-loops."""
+        if self.radius is not None:
+            return radius_graph(pos, self.radius, batch, loop=True)
+        return knn_graph(pos, self.knn, batch, loop=True)
+
+    @torch.compiler.disable
+    def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
+                      tree: Optional[BallTree]) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have shape [num_nodes, {self.in_channels}], got "
+                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be floating point, got {x.dtype}")
+        if not isinstance(pos, Tensor) or pos.dim() != 2 or pos.shape != (x.shape[0], self.dimensionality):
+            raise ValueError(f"pos must have shape [{x.shape[0]}, {self.dimensionality}] (one row per row "
+                             f"of x), got {tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__}")
+        check_pos(pos)
+        node_ptr_from(x.shape[0], batch, None)
+        if edge_index is not None:
+            if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+                raise ValueError("edge_index must have shape [2, num_edges]")
+            if edge_index.dtype != torch.long:
+                raise TypeError(f"edge_index must be int64, got {edge_index.dtype}")
+            if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= x.shape[0]):
+                raise ValueError(f"edge_index must hold node indices in [0, {x.shape[0]})")
+        if tree is not None:
+            if not isinstance(tree, BallTree):
+                raise TypeError(f"tree must be a BallTree, got {type(tree).__name__}")
+            if tree.num_nodes != x.shape[0]:
+                raise ValueError(f"tree has {tree.num_nodes} nodes but x has {x.shape[0]}")
+            grain = granularity(self.ball_sizes, self.strides)
+            if bool((tree.ptr % grain).any()):
+                raise ValueError(f"every graph's tree must have a multiple of {grain} slots for this model: "
+                                 f"build it with model.tree_config")
+            if self.uses_rotation and len(tree.rotated) != len(self.ball_sizes):
+                raise ValueError(f"the model attends in rotated balls (rotate={self.rotate}) and needs one "
+                                 f"rotated order per level ({len(self.ball_sizes)}), the tree has "
+                                 f"{len(tree.rotated)}: build it with rotate=model.rotate")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Union[Tensor, BaseData], pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,
+                edge_index: Optional[Tensor] = None, tree: Optional[BallTree] = None):
+        if isinstance(x, BaseData):
+            data = x
+            x, pos, batch = data.x, data.pos, getattr(data, "batch", None)
+            edge_index = getattr(data, "edge_index", None)
+            if tree is None and getattr(data, "tree_index", None) is not None:
+                tree = BallTree.from_data(data, **self.tree_config)
+        self._check_inputs(x, pos, batch, edge_index, tree)
+        if tree is None:
+            tree = self.build_tree(pos, batch)
+        if edge_index is None and self.mp_steps > 0:
+            edge_index = self.build_graph(pos, batch)
+
+        h = self.embedding(x, pos, edge_index)[tree.index]
+        level_pos = [pos[tree.index].detach()]
+        orders: List[LevelOrders] = []
+        skips = []
+        levels = len(self.ball_sizes)
+        for level in range(levels):
+            orders.append(self._orders(level_pos[level], tree, level))
+            h = self.encoder[level](h, orders[level])
+            if level < levels - 1:
+                skips.append(h)
+                h, centres = self.pool[level](h, level_pos[level])
+                level_pos.append(centres)
+        if not self.decode:
+            return h, tree.slot_batch(levels - 1)
+        for level in reversed(range(levels - 1)):
+            h = self.unpool[level](h, level_pos[level + 1], skips[level], level_pos[level])
+            h = self.decoder[level](h, orders[level])
+        out = h.new_empty(x.shape[0], h.shape[1]).index_copy(0, tree.index[tree.mask], h[tree.mask])
+        return out if self.head is None else self.head(out)
+
+    def _orders(self, pos: Tensor, tree: BallTree, level: int) -> LevelOrders:
+        ball_size = self.ball_sizes[level]
+        geometry = BallGeometry.from_pos(pos, ball_size)
+        if not self.uses_rotation or not tree.rotated:
+            return geometry, None
+        permutation = tree.rotated[level]
+        return geometry, (permutation, BallGeometry.from_pos(pos[permutation], ball_size))
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
+                f"hidden_channels={self.hidden_channels}, ball_sizes={self.ball_sizes}, "
+                f"strides={self.strides}, enc_depths={self.enc_depths}, dec_depths={self.dec_depths}, "
+                f"rotate={self.rotate:g}, mp_steps={self.mp_steps})")
