@@ -3,6 +3,7 @@
 from torch_geometric_erwin.datasets.cosmology import Cosmology
 from torch_geometric_erwin.datasets.eagle import EAGLE
 from torch_geometric_erwin.datasets.geo_fno import Airfoil, Elasticity, Pipe, Plasticity
+from torch_geometric_erwin.datasets.nbody import SyntheticNBody
 from torch_geometric_erwin.datasets.polymer_md import PolymerMD
 from torch_geometric_erwin.datasets.shapenet_car import ShapeNetCar
 
@@ -15,4 +16,5 @@ __all__ = [
     "Plasticity",
     "PolymerMD",
     "ShapeNetCar",
+    "SyntheticNBody",
 ]
