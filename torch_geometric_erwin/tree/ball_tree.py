@@ -103,6 +103,13 @@ class BallTree:
         counts = self.level_ptr(level).diff()
         return torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
 
+    def node_slots(self) -> Tensor:
+        """``[N]`` int64: the slot that holds each node (the one ``mask`` marks), so that
+        ``features[tree.node_slots()]`` brings tree-ordered rows back to the input node order."""
+        slots = torch.arange(self.num_slots, device=self.index.device)
+        return torch.empty_like(self.index[:self.num_nodes]).index_copy_(0, self.index[self.mask],
+                                                                          slots[self.mask])
+
     def to(self, device) -> "BallTree":
         return replace(self, index=self.index.to(device), mask=self.mask.to(device),
                        ptr=self.ptr.to(device), node_ptr=self.node_ptr.to(device),

@@ -316,6 +316,11 @@ class Erwin(nn.Module):
                                  f"rotated order per level ({len(self.ball_sizes)}), the tree has "
                                  f"{len(tree.rotated)}: build it with rotate=model.rotate")
 
+    @staticmethod
+    @torch.compiler.disable
+    def _node_slots(tree: BallTree) -> Tensor:
+        return tree.node_slots()
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: Union[Tensor, BaseData], pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,
                 edge_index: Optional[Tensor] = None, tree: Optional[BallTree] = None):
@@ -330,6 +335,7 @@ class Erwin(nn.Module):
             tree = self.build_tree(pos, batch)
         if edge_index is None and self.mp_steps > 0:
             edge_index = self.build_graph(pos, batch)
+        node_slots = self._node_slots(tree)
 
         h = self.embedding(x, pos, edge_index)[tree.index]
         level_pos = [pos[tree.index].detach()]
@@ -348,7 +354,7 @@ class Erwin(nn.Module):
         for level in reversed(range(levels - 1)):
             h = self.unpool[level](h, level_pos[level + 1], skips[level], level_pos[level])
             h = self.decoder[level](h, orders[level])
-        out = h.new_empty(x.shape[0], h.shape[1]).index_copy(0, tree.index[tree.mask], h[tree.mask])
+        out = h[node_slots]
         return out if self.head is None else self.head(out)
 
     def _orders(self, pos: Tensor, tree: BallTree, level: int) -> LevelOrders:

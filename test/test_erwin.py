@@ -1,0 +1,264 @@
+"""The Erwin model: presets, input order, batching, tree attributes, gradients, compile, autocast, padding."""
+import math
+
+import pytest
+import torch
+import torch_geometric.transforms as T
+from torch.func import functional_call
+from torch_geometric.data import Batch, Data
+from torch_geometric.loader import DataLoader
+
+from torch_geometric_erwin.nn import Erwin, knn_graph
+from torch_geometric_erwin.nn.models.presets import PRESETS
+from torch_geometric_erwin.transforms import BallTreeTransform, RotatedTreeTransform
+from torch_geometric_erwin.tree import build_ball_tree
+
+CONFIG = dict(hidden_channels=[8, 16], ball_sizes=[8, 4], enc_num_heads=[2, 4], enc_depths=[2, 2],
+              dec_num_heads=[2], dec_depths=[2], strides=[2], rotate=45.0, mp_steps=2)
+
+
+def small_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return Erwin(5, **{**CONFIG, **overrides})
+
+
+def randomise_batch_norm(model):
+    """Eval-mode BatchNorm with non-trivial statistics, so that they take part in the comparisons."""
+    generator = torch.Generator().manual_seed(11)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    return model
+
+
+def make_graph(count, seed, dim=3):
+    generator = torch.Generator().manual_seed(seed)
+    pos = torch.rand(count, dim, generator=generator)
+    return Data(x=torch.randn(count, 5, generator=generator), pos=pos, edge_index=knn_graph(pos, 4))
+
+
+# Backbone parameter counts of the reference ErwinTransformer (shared/reference/erwin-experiments.md), in
+# millions, as published; the stride-1 presets' reference count includes a pooling layer the reference
+# builds and never uses (Linear(s (C + D) -> C) and BatchNorm(C)), which ours leaves out.
+REFERENCE_COUNTS = {"cosmology-small": (4.75, 2), "cosmology-medium": (18.9, 1), "cosmology-large": (75.5, 1),
+                    "md-small": (4.76, 2), "md-medium": (19.0, 1), "md-large": (75.6, 1),
+                    "eagle-small": (4.76, 2), "eagle-medium": (18.9, 1), "eagle-large": (75.6, 1),
+                    "shapenet-small": (1.27, 2), "shapenet-medium": (5.0, 1), "shapenet-large": (19.9, 1),
+                    "airfoil-small": (1.26, 2), "pipe-small": (1.26, 2), "elasticity-small": (1.26, 2),
+                    "plasticity-small": (1.26, 2)}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_COUNTS))
+def test_preset_parameter_counts_equal_the_reference(name):
+    model = Erwin.from_preset(name)
+    count = sum(p.numel() for p in model.parameters())
+    config = PRESETS[name]
+    for level, stride in enumerate(config["strides"]):
+        if stride == 1:
+            width = config["hidden_channels"][level]
+            count += (width + config["dimensionality"]) * width + width + 2 * width
+    expected, digits = REFERENCE_COUNTS[name]
+    assert round(count / 1e6, digits) == expected
+
+
+def test_every_paper_configuration_has_a_preset():
+    assert set(PRESETS) == set(REFERENCE_COUNTS)
+    with pytest.raises(ValueError, match="unknown preset"):
+        Erwin.from_preset("md-huge")
+    model = Erwin.from_preset("md-small", in_channels=7, out_channels=3, mp_steps=1)
+    assert (model.in_channels, model.out_channels, model.mp_steps) == (7, 3, 1)
+
+
+def test_rows_in_input_order_and_permutation_equivariance():
+    model = randomise_batch_norm(small_model()).eval()
+    data = make_graph(70, 0)
+    perm = torch.randperm(70, generator=torch.Generator().manual_seed(1))
+    inverse = torch.argsort(perm)
+    with torch.no_grad():
+        out = model(data.x, data.pos, edge_index=data.edge_index)
+        out_perm = model(data.x[perm], data.pos[perm], edge_index=inverse[data.edge_index])
+    assert out.shape == (70, 8)
+    torch.testing.assert_close(out_perm, out[perm], atol=1e-5, rtol=1e-4)
+
+
+def test_batch_equals_each_graph_alone_and_attributes_equal_on_the_fly():
+    model = randomise_batch_norm(small_model()).eval()
+    transform = T.Compose([BallTreeTransform(**model.tree_config),
+                           RotatedTreeTransform(angle=model.rotate, **model.tree_config)])
+    sizes = [3, 1, 40, 17, 64]  # one-node and tiny graphs are padded up to a whole ball
+    graphs = [make_graph(n, seed) for seed, n in enumerate(sizes)]
+    batch = next(iter(DataLoader([transform(g.clone()) for g in graphs], batch_size=len(graphs))))
+    with torch.no_grad():
+        batched = model(batch)
+        on_the_fly = model(batch.x, batch.pos, batch.batch, batch.edge_index)
+        alone = torch.cat([model(g.x, g.pos, edge_index=g.edge_index) for g in graphs])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(on_the_fly, batched, atol=1e-6, rtol=1e-5)
+
+
+def test_graphs_are_never_mixed():
+    """One graph's output does not depend on another graph of the batch (autograd)."""
+    model = small_model().train()
+    graphs = [make_graph(20, 0), make_graph(37, 1)]
+    batch = Batch.from_data_list(graphs)
+    x = batch.x.clone().requires_grad_(True)
+    model(x, batch.pos, batch.batch, batch.edge_index)[:20].sum().backward()
+    # BatchNorm statistics in training mode are the only coupling allowed; in eval mode none
+    model.eval()
+    x.grad = None
+    model(x, batch.pos, batch.batch, batch.edge_index)[:20].sum().backward()
+    assert x.grad[20:].abs().max() == 0 and x.grad[:20].abs().max() > 0
+
+
+def test_rotation_reaches_beyond_the_ball():
+    """With rotated trees, an output node depends on nodes outside its own ball at level 0."""
+    model = small_model(enc_depths=[2, 0], dec_depths=[0], rotate=45.0, mp_steps=0, decode=True).eval()
+    data = make_graph(64, 3)
+    tree = model.build_tree(data.pos)
+    x = data.x.clone().requires_grad_(True)
+    node = int(tree.index[0])
+    model(x, data.pos, tree=tree)[node].sum().backward()
+    ball = set(tree.index[:8].tolist())
+    outside = [i for i in range(64) if i not in ball]
+    assert x.grad[outside].abs().sum() > 0
+
+
+def test_gradients_match_finite_differences_and_reach_every_parameter():
+    model = small_model(hidden_channels=[4, 8], enc_num_heads=[2, 2], dec_num_heads=[2], ball_sizes=[4, 2],
+                        mp_steps=1).double().eval()
+    data = make_graph(11, 4)
+    pos, edge_index = data.pos.double(), data.edge_index
+    tree = model.build_tree(pos)
+    names = ["embedding.lin.weight", "encoder.0.blocks.1.attention.sigma", "pool.0.proj.bias",
+             "decoder.0.blocks.0.mlp.w3.weight"]
+    params = {name: param for name, param in model.named_parameters()}
+
+    def run(x, *chosen):
+        return functional_call(model, {**params, **dict(zip(names, chosen))}, (x, pos, None, edge_index, tree))
+
+    inputs = (data.x.double().requires_grad_(True),
+              *[params[name].detach().clone().requires_grad_(True) for name in names])
+    assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+    model.float().train()
+    model(data.x, data.pos, edge_index=data.edge_index).square().mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_compile_matches_eager():
+    model = randomise_batch_norm(small_model()).eval()
+    data = make_graph(50, 5)
+    tree = model.build_tree(data.pos)
+    compiled = torch.compile(model, backend="aot_eager")
+    eager = model(data.x, data.pos, edge_index=data.edge_index, tree=tree)
+    out = compiled(data.x, data.pos, edge_index=data.edge_index, tree=tree)
+    torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-4)
+    out.square().mean().backward()
+    assert model.encoder[0].blocks[1].attention.sigma.grad is not None
+    # building the tree and the graph inside the compiled call stays outside the graph and still works
+    torch.testing.assert_close(compiled(data.x, data.pos), model(data.x, data.pos), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_inductor_compile_matches_eager():
+    model = randomise_batch_norm(small_model()).eval()
+    data = make_graph(50, 5)
+    compiled = torch.compile(model)
+    out = compiled(data.x, data.pos, edge_index=data.edge_index)
+    torch.testing.assert_close(out, model(data.x, data.pos, edge_index=data.edge_index), atol=1e-4, rtol=1e-3)
+    out.sum().backward()
+
+
+def test_bf16_autocast_stays_close():
+    model = randomise_batch_norm(small_model()).eval()
+    data = make_graph(60, 6)
+    with torch.no_grad():
+        reference = model(data.x, data.pos, edge_index=data.edge_index)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(data.x, data.pos, edge_index=data.edge_index)
+    assert torch.isfinite(low).all()
+    assert float((low.float() - reference).norm() / reference.norm()) < 0.05
+
+
+def test_decode_false_returns_the_coarsest_level():
+    model = small_model(decode=False).eval()
+    graphs = Batch.from_data_list([make_graph(20, 0), make_graph(40, 1)])
+    h, batch = model(graphs.x, graphs.pos, graphs.batch, graphs.edge_index)
+    tree = model.build_tree(graphs.pos, graphs.batch)
+    assert h.shape == (tree.num_slots // 2, 16)
+    assert torch.equal(batch, tree.slot_batch(1))
+    assert not hasattr(model, "decoder")
+
+
+def test_compact_padding_trains_as_well_as_pow2():
+    """Same model, two paddings: both fit a small regression; the compact tree uses fewer slots."""
+    graphs = [make_graph(40 + 7 * i, i) for i in range(6)]
+    for g in graphs:
+        g.y = torch.sin(4 * g.pos).sum(1, keepdim=True)
+    batch = Batch.from_data_list(graphs)
+    losses = {}
+    for padding in ("pow2", "compact"):
+        model = small_model(padding=padding, out_channels=1)
+        optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(60):
+            optimiser.zero_grad()
+            loss = (model(batch) - batch.y).square().mean()
+            loss.backward()
+            optimiser.step()
+        losses[padding] = float(loss)
+    initial = float(batch.y.var())
+    assert losses["pow2"] < 0.5 * initial and losses["compact"] < 0.5 * initial
+    assert 0.33 < losses["compact"] / losses["pow2"] < 3.0
+    pow2 = build_ball_tree(batch.pos, batch.batch, ball_sizes=[8, 4], strides=[2])
+    compact = build_ball_tree(batch.pos, batch.batch, ball_sizes=[8, 4], strides=[2], padding="compact")
+    assert compact.num_slots < pow2.num_slots
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(enc_depths=[2]), "enc_depths must have 2 entries"),
+    (dict(hidden_channels=[8, 16, 32]), "hidden_channels must have 2 entries"),
+    (dict(dec_num_heads=[3]), "does not divide"),
+    (dict(enc_num_heads=[2, 3]), "does not divide"),
+    (dict(ball_sizes=[6, 4]), "power"),
+    (dict(strides=[3]), "power"),
+    (dict(strides=[2, 2]), "strides"),
+    (dict(padding="none"), "padding"),
+    (dict(knn=0), "knn"),
+])
+def test_bad_configs_fail_at_construction(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        small_model(**overrides)
+
+
+def test_bad_inputs_fail_before_any_work():
+    model = small_model()
+    data = make_graph(20, 0)
+    with pytest.raises(ValueError, match=r"x must have shape \[num_nodes, 5\]"):
+        model(data.x[:, :3], data.pos)
+    with pytest.raises(ValueError, match="pos must have shape"):
+        model(data.x, data.pos[:10])
+    with pytest.raises(ValueError, match="pos"):
+        model(data.x, torch.full_like(data.pos, math.nan))
+    with pytest.raises(ValueError, match="batch"):
+        model(data.x, data.pos, torch.tensor([1] * 10 + [0] * 10))
+    with pytest.raises(ValueError, match="edge_index"):
+        model(data.x, data.pos, edge_index=torch.tensor([[0, 25], [1, 2]]))
+    with pytest.raises(TypeError, match="x must be floating"):
+        model(data.x.long(), data.pos)
+    tree = build_ball_tree(data.pos, ball_sizes=[8, 4], strides=[2])
+    with pytest.raises(ValueError, match="rotated order"):
+        model(data.x, data.pos, tree=tree)
+    with pytest.raises(ValueError, match="nodes"):
+        model(data.x[:10], data.pos[:10], tree=tree)
+
+
+def test_repr_and_reset_parameters():
+    model = small_model()
+    assert repr(model).startswith("Erwin(5, 8, hidden_channels=[8, 16], ball_sizes=[8, 4]")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(9)
+    model.reset_parameters()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("attention.sigma" in k for k in changed) and any("qkv.weight" in k for k in changed)

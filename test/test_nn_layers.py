@@ -1,0 +1,203 @@
+"""The layers of torch_geometric_erwin.nn against direct, loop-based implementations of the paper's equations."""
+import math
+
+import pytest
+import torch
+
+from torch_geometric_erwin.nn import (BallAttention, BallGeometry, BallPooling, BallUnpooling, ErwinBlock,
+                                      ErwinEmbedding, SwiGLU, knn_graph, radius_graph)
+
+
+def dense_ball_attention(layer, x, pos, key_mask=None):
+    """Eqs. 8-10 written per ball and per head with explicit loops."""
+    m, heads = layer.ball_size, layer.num_heads
+    out = torch.empty_like(x)
+    for start in range(0, x.shape[0], m):
+        p = pos[start:start + m]
+        h = x[start:start + m] + layer.pos_proj(p - p.mean(0))
+        qkv = layer.qkv(h).view(m, heads, -1, 3)
+        heads_out = []
+        for head in range(heads):
+            q, k, v = qkv[:, head, :, 0], qkv[:, head, :, 1], qkv[:, head, :, 2]
+            dist = ((p[:, None] - p[None]) ** 2).sum(-1).sqrt()
+            logits = q @ k.T / math.sqrt(q.shape[1]) + layer.sigma[head] * dist
+            if key_mask is not None and key_mask[start:start + m].any():
+                logits = logits.masked_fill(~key_mask[start:start + m][None], -math.inf)
+            heads_out.append(torch.softmax(logits, -1) @ v)
+        out[start:start + m] = layer.proj(torch.cat(heads_out, dim=1))
+    return out
+
+
+def test_ball_attention_matches_the_equations():
+    torch.manual_seed(0)
+    layer = BallAttention(12, num_heads=3, ball_size=8, dimensionality=2)
+    with torch.no_grad():
+        layer.sigma.copy_(torch.tensor([-1.5, 0.3, -0.2]))
+    x, pos = torch.randn(32, 12), torch.randn(32, 2)
+    torch.testing.assert_close(layer(x, pos), dense_ball_attention(layer, x, pos), atol=1e-5, rtol=1e-4)
+    geometry = BallGeometry.from_pos(pos, 8)
+    torch.testing.assert_close(layer(x, geometry=geometry), layer(x, pos))
+
+
+def test_ball_attention_key_mask_hides_padding_keys():
+    torch.manual_seed(1)
+    layer = BallAttention(8, num_heads=2, ball_size=4, dimensionality=3)
+    x, pos = torch.randn(12, 8), torch.randn(12, 3)
+    key_mask = torch.tensor([1, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0], dtype=torch.bool)
+    out = layer(x, pos, key_mask)
+    torch.testing.assert_close(out, dense_ball_attention(layer, x, pos, key_mask), atol=1e-5, rtol=1e-4)
+    assert torch.isfinite(out).all()  # the second ball has no visible key and attends to all of its slots
+
+
+def test_ball_attention_never_mixes_balls_and_sigma_gets_gradients():
+    torch.manual_seed(2)
+    layer = BallAttention(8, num_heads=2, ball_size=4)
+    x = torch.randn(16, 8, requires_grad=True)
+    pos = torch.randn(16, 3)
+    layer(x, pos)[5].sum().backward()
+    touched = x.grad.abs().sum(1) > 0
+    assert touched[4:8].all() and not touched[:4].any() and not touched[8:].any()
+    assert layer.sigma.grad is not None and layer.sigma.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(channels=10, num_heads=4, ball_size=8), "divide"),
+    (dict(channels=8, num_heads=2, ball_size=6), "power of two"),
+    (dict(channels=8, num_heads=0, ball_size=8), "num_heads"),
+])
+def test_ball_attention_bad_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BallAttention(**kwargs)
+
+
+def test_ball_attention_bad_shapes():
+    layer = BallAttention(8, 2, 4)
+    with pytest.raises(ValueError, match="multiple of ball_size"):
+        layer(torch.randn(6, 8), torch.randn(6, 3))
+    with pytest.raises(ValueError, match="pos"):
+        layer(torch.randn(8, 8), torch.randn(8, 2))
+
+
+def test_erwin_block_on_a_permutation_returns_the_original_order():
+    torch.manual_seed(3)
+    block = ErwinBlock(8, num_heads=2, ball_size=4, mlp_ratio=2)
+    x, pos = torch.randn(16, 8), torch.randn(16, 3)
+    perm = torch.randperm(16)
+    expected = torch.empty_like(x)
+    expected[perm] = block(x[perm], pos[perm])
+    torch.testing.assert_close(block(x, pos, permutation=perm), expected)
+    # the pre-norm residual structure: x + attn(norm(x)), then + mlp(norm(.))
+    h = x + block.attention(block.norm1(x), pos)
+    torch.testing.assert_close(block(x, pos), h + block.mlp(block.norm2(h)))
+
+
+def test_swiglu():
+    torch.manual_seed(4)
+    layer = SwiGLU(6, 10)
+    x = torch.randn(5, 6)
+    expected = layer.w3(layer.w2(x) * (layer.w1(x) * torch.sigmoid(layer.w1(x))))
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_ball_pooling_and_unpooling_follow_eqs_12_13():
+    torch.manual_seed(5)
+    pool = BallPooling(4, 6, stride=2, dimensionality=2).eval()
+    unpool = BallUnpooling(6, 4, stride=2, dimensionality=2).eval()
+    for norm in (pool.norm, unpool.norm):
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+    x, pos = torch.randn(8, 4), torch.randn(8, 2)
+    pooled, centres = pool(x, pos)
+    for i in range(4):
+        a, b = 2 * i, 2 * i + 1
+        centre = (pos[a] + pos[b]) / 2
+        torch.testing.assert_close(centres[i], centre)
+        feature = torch.cat([x[a], x[b], pos[a] - centre, pos[b] - centre])
+        torch.testing.assert_close(pooled[i], pool.norm(pool.proj(feature)[None])[0])
+    refined = unpool(pooled, centres, x, pos)
+    for i in range(4):
+        a, b = 2 * i, 2 * i + 1
+        delta = unpool.proj(torch.cat([pooled[i], pos[a] - centres[i], pos[b] - centres[i]]))
+        torch.testing.assert_close(refined[a], unpool.norm((x[a] + delta[:4])[None])[0])
+        torch.testing.assert_close(refined[b], unpool.norm((x[b] + delta[4:])[None])[0])
+
+
+def test_stride_one_pooling_is_parameter_free_identity():
+    pool = BallPooling(8, 8, stride=1)
+    assert sum(p.numel() for p in pool.parameters()) == 0
+    x, pos = torch.randn(4, 8), torch.randn(4, 3)
+    assert pool(x, pos)[0] is x
+    assert sum(p.numel() for p in BallPooling(8, 16, stride=1).parameters()) > 0
+    with pytest.raises(ValueError, match="stride"):
+        BallPooling(8, 8, stride=3)
+
+
+def test_embedding_is_eq_14():
+    torch.manual_seed(6)
+    layer = ErwinEmbedding(3, 8, mp_steps=2, dimensionality=2)
+    x, pos = torch.randn(5, 3), torch.randn(5, 2)
+    edge_index = torch.tensor([[0, 1, 2, 3, 1], [1, 2, 1, 1, 0]])
+    h = layer.lin(x)
+    for message, update in zip(layer.messages, layer.updates):
+        new = []
+        for i in range(5):
+            incoming = [j for j, t in zip(edge_index[0].tolist(), edge_index[1].tolist()) if t == i]
+            if incoming:
+                m = torch.stack([message(torch.cat([h[j], h[i], pos[j] - pos[i]])) for j in incoming]).mean(0)
+            else:
+                m = torch.zeros(8)
+            new.append(h[i] + update(torch.cat([h[i], m])))
+        h = torch.stack(new)
+    torch.testing.assert_close(layer(x, pos, edge_index), h, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="edge_index"):
+        layer(x, pos)
+    projection_only = ErwinEmbedding(3, 8, mp_steps=0)
+    torch.testing.assert_close(projection_only(x, pos), projection_only.lin(x))
+
+
+def brute_force_neighbours(pos, batch, count, radius, loop):
+    edges = set()
+    for i in range(pos.shape[0]):
+        same = [j for j in range(pos.shape[0]) if batch[j] == batch[i] and (loop or j != i)]
+        dist = {j: float(torch.linalg.norm(pos[i].double() - pos[j].double())) for j in same}
+        ranked = sorted((j for j in same if dist[j] <= radius), key=lambda j: (dist[j], j))
+        edges |= {(j, i) for j in ranked[:count]}
+    return edges
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_knn_and_radius_graphs_are_exact(loop, monkeypatch):
+    import torch_geometric_erwin.nn.graph as graph
+    monkeypatch.setattr(graph, "PAIRS_PER_CHUNK", 64)  # several chunks, some spanning two graphs
+    torch.manual_seed(7)
+    pos = torch.rand(45, 3)
+    batch = torch.tensor([0] * 3 + [1] * 30 + [2] * 12)
+    knn = knn_graph(pos, 5, batch, loop=loop)
+    assert set(map(tuple, knn.T.tolist())) == brute_force_neighbours(pos, batch, 5, math.inf, loop)
+    radius = radius_graph(pos, 0.3, batch, loop=loop, max_num_neighbors=4)
+    assert set(map(tuple, radius.T.tolist())) == brute_force_neighbours(pos, batch, 4, 0.3, loop)
+
+
+def test_graph_arguments_are_checked():
+    pos = torch.rand(4, 2)
+    with pytest.raises(ValueError, match="k must"):
+        knn_graph(pos, 0)
+    with pytest.raises(ValueError, match="r must"):
+        radius_graph(pos, -1.0)
+    with pytest.raises(ValueError, match="pos"):
+        knn_graph(torch.full((4, 2), float("nan")), 2)
+
+
+def test_layers_reset_and_repr():
+    for layer in (BallAttention(8, 2, 4), ErwinBlock(8, 2, 4), BallPooling(8, 16, 2), BallUnpooling(16, 8, 2),
+                  ErwinEmbedding(3, 8), SwiGLU(8, 16)):
+        with torch.no_grad():
+            for parameter in layer.parameters():
+                parameter.fill_(5.0)
+        layer.reset_parameters()
+        for name, parameter in layer.named_parameters():
+            assert not torch.all(parameter == 5.0), name
+            if name.endswith("bias") and "norm" not in name:
+                assert torch.all(parameter == 0), name
+        assert type(layer).__name__ in repr(layer)
+    assert repr(BallAttention(8, 2, 4)) == "BallAttention(8, num_heads=2, ball_size=4, dimensionality=3)"
