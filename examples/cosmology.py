@@ -4,6 +4,7 @@ import sys
 
 from torch_geometric_erwin.training import InputEncoder, NodeRegression
 from torch_geometric_erwin.training.cli import Experiment, run
+from torch_geometric_erwin.transforms import KNNGraphTransform
 
 C_IN = {"small": 32, "medium": 64, "large": 128}
 
@@ -11,7 +12,8 @@ C_IN = {"small": 32, "medium": 64, "large": 128}
 def load(args):
     from torch_geometric_erwin.datasets import Cosmology
     counts = {"train": args.num_samples, "val": args.num_eval_samples, "test": args.num_eval_samples}
-    return tuple(Cosmology(args.data, split=split, num_samples=counts[split])
+    # the reference's graph: 10 nearest neighbours, without self-loops
+    return tuple(Cosmology(args.data, split=split, num_samples=counts[split], transform=KNNGraphTransform(10))
                  for split in ("train", "val", "test"))
 
 

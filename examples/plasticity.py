@@ -3,7 +3,8 @@ the die profile, the grid positions and a time embedding, trained by relative L2
 import sys
 
 from torch_geometric_erwin.training import InputEncoder, NodeRegression, TimestepEmbedding
-from torch_geometric_erwin.training.cli import Experiment, pde_training, run
+from torch_geometric_erwin.training.cli import Experiment, pde_training, run, split_views
+from torch_geometric_erwin.transforms import KNNGraphTransform
 
 C_IN, TIME_CHANNELS = 64, 64
 
@@ -14,9 +15,8 @@ def _dataset():
 
 
 def load(args):
-    dataset = _dataset()(args.data, split=None)  # the processed file is read once; three views of it
-    split = dataset.get_idx_split()
-    return tuple(dataset[split[key]] for key in ("train", "valid", "test"))
+    # the reference's graph: 8 nearest neighbours, the node itself included
+    return split_views(_dataset()(args.data, split=None, transform=KNNGraphTransform(8, loop=True)))
 
 
 def build_task(backbone, args):

@@ -4,6 +4,7 @@ import sys
 
 from torch_geometric_erwin.training import InputEncoder, NodeRegression, RandomFourierFeatures
 from torch_geometric_erwin.training.cli import Experiment, run
+from torch_geometric_erwin.transforms import KNNGraphTransform
 
 C_IN = 64
 
@@ -14,7 +15,9 @@ def _dataset():
 
 
 def load(args):
-    return tuple(_dataset()(args.data, split=split) for split in ("train", "val", "test"))
+    # the reference's graph: 8 nearest neighbours, the node itself included
+    return tuple(_dataset()(args.data, split=split, transform=KNNGraphTransform(8, loop=True))
+                 for split in ("train", "val", "test"))
 
 
 def build_task(backbone, args):

@@ -81,3 +81,17 @@ def test_mismatched_configuration_is_caught():
         BallTreeTransform(padding="tight")
     with pytest.raises(ValueError, match="needs data.pos"):
         BallTreeTransform()(Data(x=torch.rand(3, 1)))
+
+
+def test_knn_graph_transform_matches_knn_graph():
+    import torch
+    from torch_geometric.data import Data
+
+    from torch_geometric_erwin.nn import knn_graph
+    from torch_geometric_erwin.transforms import KNNGraphTransform
+    pos = torch.rand(30, 2)
+    data = KNNGraphTransform(4, loop=True)(Data(pos=pos))
+    assert torch.equal(data.edge_index, knn_graph(pos, 4, loop=True))
+    assert data.edge_index.shape == (2, 120) and repr(KNNGraphTransform(4)) == "KNNGraphTransform(k=4, loop=False)"
+    with pytest.raises(ValueError, match="k must"):
+        KNNGraphTransform(0)

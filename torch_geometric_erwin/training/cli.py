@@ -49,6 +49,13 @@ def pde_training(epochs: int, train_size: int, batch_size: int, lr: float) -> Di
                 val_every=1000)
 
 
+def split_views(dataset) -> Tuple[Any, Any, Any]:
+    """Train, validation and test views of a dataset loaded with ``split=None``, from its
+    ``get_idx_split()`` (the processed file is read once, not once per split)."""
+    split = dataset.get_idx_split()
+    return tuple(dataset[split[key]] for key in ("train", "valid", "test"))
+
+
 class UsageError(Exception):
     """A problem with the command line or the data that the user can fix; printed as one line."""
 

@@ -1,6 +1,7 @@
-"""PyG transforms that attach ball trees to ``Data`` objects."""
+"""PyG transforms that attach ball trees (and neighbour graphs) to ``Data`` objects."""
 
 from torch_geometric_erwin.transforms.ball_tree import BallTreeTransform
+from torch_geometric_erwin.transforms.knn_graph import KNNGraphTransform
 from torch_geometric_erwin.transforms.rotated_tree import RotatedTreeTransform
 
-__all__ = ["BallTreeTransform", "RotatedTreeTransform"]
+__all__ = ["BallTreeTransform", "KNNGraphTransform", "RotatedTreeTransform"]
