@@ -81,18 +81,23 @@ def test_deterministic_across_runs_and_thread_counts(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(one, two))
 
 
-def test_seeds_splits_and_sizes_give_the_expected_graphs(tmp_path):
+def test_seeds_splits_and_sizes_give_the_expected_graphs(tmp_path, monkeypatch):
     base = SyntheticNBody(str(tmp_path), **SMALL)
     other_seed = SyntheticNBody(str(tmp_path), seed=1, **SMALL)
     assert not torch.equal(base[0].pos, other_seed[0].pos)
     val = SyntheticNBody(str(tmp_path), split="val", **SMALL)
     assert not torch.equal(base[0].pos, val[0].pos)
     assert val.acc_std == base.acc_std  # one normalisation for every split
-    # graph k of a split does not depend on the split's size
+    # graph k of a split does not depend on the split's size (nor on whether it was a calibration graph)
     longer = SyntheticNBody(str(tmp_path), num_particles=100, num_graphs={"train": 5}, log=False)
     assert len(longer) == 5
     for k in range(3):
         assert torch.equal(longer[k].pos, base[k].pos) and torch.equal(longer[k].y, base[k].y)
+    monkeypatch.setattr(SyntheticNBody, "calibration_graphs", 2)
+    few = SyntheticNBody(str(tmp_path / "few"), num_particles=100, num_graphs={"train": 5}, log=False)
+    for k in range(5):
+        assert torch.equal(few[k].pos, longer[k].pos)
+        torch.testing.assert_close(few.denormalize(few[k].y), longer.denormalize(longer[k].y))
 
 
 def test_split_sizes_and_idx_split():
@@ -136,7 +141,9 @@ def count_generations(monkeypatch):
 
 
 def test_cache_is_reused_and_force_reload_regenerates(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
     first = SyntheticNBody(str(tmp_path), **SMALL)
+    assert torch.get_num_threads() == threads  # process() restores torch's thread count
     calls = count_generations(monkeypatch)
     again = SyntheticNBody(str(tmp_path), **SMALL)
     assert calls == [] and torch.equal(again[2].y, first[2].y)
@@ -165,8 +172,10 @@ def test_interrupted_processing_leaves_nothing_loadable(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return True
 
+    threads = torch.get_num_threads()
     with pytest.raises(KeyboardInterrupt):
         SyntheticNBody(str(tmp_path), pre_filter=failing_filter, **SMALL)
+    assert torch.get_num_threads() == threads
     path = os.path.join(str(tmp_path), "processed", SyntheticNBody(
         f"memory://nbody-{uuid.uuid4().hex}", **SMALL).processed_file_names[0])
     assert not os.path.exists(path) and leftovers(os.path.dirname(path)) == []

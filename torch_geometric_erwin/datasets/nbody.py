@@ -3,9 +3,11 @@ r"""A built-in synthetic benchmark with real long-range structure:
 particles) and the exact, chunked :func:`gravitational_acceleration`."""
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import os.path as osp
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -22,7 +24,7 @@ RangeSpec = Union[int, Tuple[int, int]]
 
 
 def gravitational_acceleration(pos: Tensor, mass: Tensor, softening: float, gravity: float = 1.0,
-                               chunk_size: int = 128) -> Tensor:
+                               chunk_size: int = 64) -> Tensor:
     r"""Exact softened gravitational acceleration of every particle due to all
     the others,
 
@@ -46,7 +48,7 @@ def gravitational_acceleration(pos: Tensor, mass: Tensor, softening: float, grav
         softening (float): Plummer softening length :math:`\varepsilon > 0`.
         gravity (float, optional): gravitational constant :math:`G`.
             (default: :obj:`1.0`)
-        chunk_size (int, optional): query particles per step. (default: :obj:`128`)
+        chunk_size (int, optional): query particles per step. (default: :obj:`64`)
 
     Returns:
         torch.Tensor: accelerations ``[N, D]``, float64.
@@ -68,8 +70,14 @@ def gravitational_acceleration(pos: Tensor, mass: Tensor, softening: float, grav
 
     pos, mass = pos.detach().double(), mass.detach().double()
     num_nodes, dim = pos.shape
-    width = 1 << (num_nodes - 1).bit_length()  # pairwise tree over a power of two, zero-padded
-    columns = [pos[:, d].contiguous() for d in range(dim)]
+    # Each row is summed by a pairwise tree over a power of two of columns: pad with massless
+    # particles (their terms are exactly zero).
+    width = 1 << (num_nodes - 1).bit_length()
+    padded_pos = pos.new_zeros(width, dim)
+    padded_pos[:num_nodes] = pos
+    padded_mass = mass.new_zeros(width)
+    padded_mass[:num_nodes] = mass
+    columns = [padded_pos[:, d].contiguous() for d in range(dim)]
     eps2 = float(softening) ** 2
     out = torch.empty(num_nodes, dim, dtype=torch.float64, device=pos.device)
     for start in range(0, num_nodes, chunk_size):
@@ -77,23 +85,23 @@ def gravitational_acceleration(pos: Tensor, mass: Tensor, softening: float, grav
         rows = query.size(0)
         diffs = [columns[d].unsqueeze(0) - query[:, d:d + 1] for d in range(dim)]  # x_j - x_i
         r2 = diffs[0] * diffs[0]
-        for d in range(1, dim):
-            r2 += diffs[d] * diffs[d]
+        square = torch.empty_like(r2)
+        for d in range(1, dim):  # separate multiply and add (no fused multiply-add)
+            r2 += torch.mul(diffs[d], diffs[d], out=square)
         r2 += eps2
-        weight = mass.unsqueeze(0) / (r2 * r2.sqrt())  # m_j / (r^2 + eps^2)^{3/2}
-        buffer = torch.zeros(rows, width, dtype=torch.float64, device=pos.device)
+        weight = padded_mass.unsqueeze(0) / r2.sqrt().mul_(r2)  # m_j / (r^2 + eps^2)^{3/2}
         for d in range(dim):
-            torch.mul(diffs[d], weight, out=buffer[:, :num_nodes])
-            out[start:start + rows, d] = _pairwise_row_sum(buffer)
+            out[start:start + rows, d] = _pairwise_row_sum(diffs[d].mul_(weight))
     return out.mul_(float(gravity))
 
 
 def _pairwise_row_sum(values: Tensor) -> Tensor:
-    r"""Sums each row of ``values`` ``[R, 2^k]`` by halving: a summation order
-    fixed by the shape alone (elementwise adds only)."""
+    r"""Sums each row of ``values`` ``[R, 2^k]`` (overwritten) by halving in
+    place: a summation order fixed by the shape alone (elementwise adds only)."""
     while values.size(1) > 1:
         half = values.size(1) // 2
-        values = values[:, :half] + values[:, half:]
+        values[:, :half] += values[:, half:]
+        values = values[:, :half]
     return values[:, 0]
 
 
@@ -281,31 +289,43 @@ class SyntheticNBody(InMemoryDataset):
     # ------------------------------------------------------------ processing
     def process(self) -> None:
         r"""Generates the requested splits that are not cached yet (all of
-        them with ``force_reload``) and saves each atomically."""
+        them with ``force_reload``) and saves each atomically.
+
+        Graphs are generated in parallel, one per Python thread, on as many
+        threads as :func:`torch.get_num_threads` says; meanwhile torch's
+        intra-op threads are set to 1 (and restored afterwards): many small
+        parallel kernels would spend their time in barriers, badly so on a
+        busy machine."""
         todo = [s for s in self._splits if self.force_reload or not fs.exists(self._processed_path(s))]
         if not todo:
             return
-        cache: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {}
-        calibration = []
-        for k in range(self.calibration_graphs):
-            cache[k] = self.generate("train", k)
-            calibration.append(cache[k][2])
-        acc_std = float(torch.cat(calibration).pow(2).mean().sqrt())
-        for split in todo:
-            graphs = []
-            for k in range(self.num_graphs[split]):
-                pos, mass, acc = cache.pop(k) if split == "train" and k in cache else self.generate(split, k)
-                data = Data(pos=pos, x=(mass * self.num_particles).unsqueeze(-1),
-                            y=(acc / acc_std).float())
-                if self.pre_filter is not None and not self.pre_filter(data):
-                    continue
-                graphs.append(data if self.pre_transform is None else self.pre_transform(data))
-            if not graphs:
-                raise RuntimeError(f"pre_filter rejected every graph of split {split!r}")
-            data, slices = self.collate(graphs)
-            atomic_torch_save({"version": self.version, "config": self._config(), "acc_std": acc_std,
-                               "num_graphs": len(graphs), "data": data.to_dict(), "slices": slices},
-                              self._processed_path(split))
+        threads = torch.get_num_threads()
+        pool = ThreadPoolExecutor(max(1, threads))
+        try:
+            torch.set_num_threads(1)
+            calibration = list(pool.map(lambda k: self.generate("train", k),
+                                        range(self.calibration_graphs)))
+            acc_std = float(torch.cat([acc for _, _, acc in calibration]).pow(2).mean().sqrt())
+            for split in todo:
+                reuse = calibration if split == "train" else []
+                generated = pool.map(lambda k: self.generate(split, k),
+                                     range(len(reuse), self.num_graphs[split]))
+                graphs = []
+                for pos, mass, acc in itertools.chain(reuse[:self.num_graphs[split]], generated):
+                    data = Data(pos=pos, x=(mass * self.num_particles).unsqueeze(-1),
+                                y=(acc / acc_std).float())
+                    if self.pre_filter is not None and not self.pre_filter(data):
+                        continue
+                    graphs.append(data if self.pre_transform is None else self.pre_transform(data))
+                if not graphs:
+                    raise RuntimeError(f"pre_filter rejected every graph of split {split!r}")
+                data, slices = self.collate(graphs)
+                atomic_torch_save({"version": self.version, "config": self._config(), "acc_std": acc_std,
+                                   "num_graphs": len(graphs), "data": data.to_dict(), "slices": slices},
+                                  self._processed_path(split))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)
 
     def generate(self, split: str, index: int) -> Tuple[Tensor, Tensor, Tensor]:
         r"""Graph ``index`` of ``split``, unnormalised and uncached.
