@@ -273,7 +273,7 @@ def test_target_is_mostly_long_range(dim):
     extended halos (scale radii >= 0.3), while neighbourhoods are dominated by the dense, light
     clusters; a 64-neighbourhood holds a few percent of the halo mass at most, and by the shell
     theorem the nearly symmetric mass around a particle contributes little to its acceleration.
-    (Measured: about 0.1; see benchmarks/nbody_locality.py.)
+    (Measured: about 0.15 in 2-D and 3-D; see benchmarks/nbody_locality.py.)
     """
     dataset = SyntheticNBody(f"memory://nbody-{uuid.uuid4().hex}", split="test", num_graphs=2,
                              dim=dim, log=False)
