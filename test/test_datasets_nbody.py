@@ -158,6 +158,11 @@ def test_cache_is_reused_and_force_reload_regenerates(tmp_path, monkeypatch):
              for change in [{}, {"dim": 2}, {"seed": 3}, {"num_halos": 2}, {"num_clusters": (1, 4)}]}
     assert len(names) == 5
 
+    class HaloHeavier(SyntheticNBody):
+        heavy_mass_fraction = 0.95
+
+    assert HaloHeavier(str(tmp_path), **SMALL).processed_file_names != first.processed_file_names
+
 
 def leftovers(folder):
     return [name for name in os.listdir(folder) if ".tmp-" in name] if os.path.isdir(folder) else []

@@ -3,6 +3,7 @@ r"""A built-in synthetic benchmark with real long-range structure:
 particles) and the exact, chunked :func:`gravitational_acceleration`."""
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import numbers
@@ -129,9 +130,9 @@ class SyntheticNBody(InMemoryDataset):
     randomly permuted. The target is :func:`gravitational_acceleration`
     (exact, float64, chunked) of the float32 positions and masses. Most of
     it comes from far away: in the default configuration the exact
-    contribution of a particle's 64 nearest neighbours explains about 20% of
-    the target variance, and of its 4-hop receptive field in a 16-NN graph
-    about 40% (see ``docs/datasets/nbody.md`` and
+    contribution of a particle's 64 nearest neighbours explains less than 20%
+    of the target variance, and of its 4-layer receptive field in a 16-NN
+    graph about 40% (3-D) or 27% (2-D) (see ``docs/datasets/nbody.md`` and
     ``benchmarks/nbody_locality.py``).
 
     A graph is the :obj:`~torch_geometric.data.Data`
@@ -148,9 +149,10 @@ class SyntheticNBody(InMemoryDataset):
     ``(seed, split, k)``: it does not depend on the sizes of the splits, the
     number of threads or the order of processing. Graphs are generated in
     :meth:`process` (nothing to download) and cached in
-    ``root/processed`` under a name that encodes every generation parameter,
-    written under a temporary name and then moved, so an interrupted run
-    leaves nothing that a later run would load.
+    ``root/processed`` under a name that encodes every generation parameter
+    (the class-level constants below included, as a short hash), written
+    under a temporary name and then moved, so an interrupted run leaves
+    nothing that a later run would load.
 
     Args:
         root (str): root directory, any fsspec URL (``memory://``, ``s3://``).
@@ -269,13 +271,21 @@ class SyntheticNBody(InMemoryDataset):
 
     def _config(self) -> Dict:
         return {"num_particles": self.num_particles, "dim": self.dim, "num_halos": self.num_halos,
-                "num_clusters": self.num_clusters, "softening": self.softening, "seed": self.seed}
+                "num_clusters": self.num_clusters, "softening": self.softening, "seed": self.seed,
+                "mixture": self._mixture()}
+
+    def _mixture(self) -> Dict:
+        r"""The class-level generation constants (a subclass may change them)."""
+        return {name: getattr(self, name) for name in (
+            "heavy_particle_fraction", "heavy_mass_fraction", "halo_radius", "cluster_radius",
+            "halo_box", "plummer_mass_cut", "mass_jitter", "calibration_graphs")}
 
     def _file_name(self, split: str) -> str:
         (h0, h1), (c0, c1) = self.num_halos, self.num_clusters
+        mixture = hashlib.sha256(repr(sorted(self._mixture().items())).encode()).hexdigest()[:8]
         return (f"{split}_v{self.version}_n{self.num_particles}_d{self.dim}_halos{h0}-{h1}"
                 f"_clusters{c0}-{c1}_soft{self.softening!r}_seed{self.seed}"
-                f"_graphs{self.num_graphs[split]}.pt")
+                f"_mix{mixture}_graphs{self.num_graphs[split]}.pt")
 
     def _processed_path(self, split: str) -> str:
         return osp.join(self.processed_dir, self._file_name(split))
