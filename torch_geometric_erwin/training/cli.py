@@ -152,10 +152,13 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
                         choices=sorted(experiment.backbones), help="model(s) to train, one after the other")
     parser.add_argument("--out", default=os.path.join("runs", experiment.name), help="output folder")
     group = parser.add_argument_group("optimisation (defaults: the reference settings)")
-    group.add_argument("--steps", type=_positive_int, default=defaults.steps, help="optimiser steps")
-    group.add_argument("--time-budget", type=float, default=experiment.time_budget, metavar="SECONDS",
-                       help="choose the number of steps (replacing --steps) so that each model trains "
-                            "for about this long, measured on this machine")
+    group.add_argument("--steps", type=_positive_int, default=None,
+                       help=f"optimiser steps (default: {defaults.steps}"
+                            + (", or what fits --time-budget)" if experiment.time_budget else ")"))
+    group.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                       help="choose the number of steps so that each model trains for about this long, "
+                            "measured on this machine" + (f" (default: {experiment.time_budget:g} unless "
+                                                          "--steps is given)" if experiment.time_budget else ""))
     group.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
                        help="global batch size (over all processes)")
     group.add_argument("--eval-batch-size", type=_positive_int, default=defaults.eval_batch_size)
@@ -173,6 +176,8 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     run.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast precision")
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
     run.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    run.add_argument("--eval-limit", type=_positive_int, default=None, metavar="N",
+                     help="validate and test on the first N samples of each split only (a quick check)")
     run.add_argument("--resume", action="store_true", help="continue from OUT/<model>/checkpoints/last.pt")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-tensorboard", action="store_true", help="CSV metrics only")
@@ -181,6 +186,21 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     if experiment.add_arguments is not None:
         experiment.add_arguments(parser)
     return parser
+
+
+def parse_args(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line, with ``--steps`` and ``--time-budget`` resolved: an explicit ``--steps`` wins
+    over the experiment's default budget, an explicit ``--time-budget`` over the default steps."""
+    args = build_parser(experiment).parse_args(argv)
+    if args.time_budget is not None and args.steps is not None:
+        raise UsageError("give --steps or --time-budget, not both")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UsageError(f"--time-budget must be positive, got {args.time_budget:g}")
+    if args.steps is None:
+        args.steps = TrainConfig(**experiment.train).steps
+        if args.time_budget is None:
+            args.time_budget = experiment.time_budget
+    return args
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -265,7 +285,7 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
 def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Parse ``argv``, train and test every requested model, write the results; returns the rows."""
     from torch_geometric_erwin.training.plots import plot_first_sample_tree, plot_loss_curves
-    args = build_parser(experiment).parse_args(argv)
+    args = parse_args(experiment, argv)
     if experiment.default_data is None:
         _check_root(experiment, args.data)
     context = init_distributed(args.device)
@@ -273,6 +293,8 @@ def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[D
         torch.set_float32_matmul_precision("high")
         seed_everything(args.seed)
         splits = experiment.load(args)
+        if args.eval_limit is not None:
+            splits = (splits[0], *(split[:args.eval_limit] for split in splits[1:]))
         rows = train_models(experiment, args, context, splits)
         if context.is_main:
             os.makedirs(args.out, exist_ok=True)
