@@ -8,7 +8,7 @@ from torch_geometric_erwin.training.cli import DEFAULT_BACKBONES, Experiment, ru
 from torch_geometric_erwin.transforms import KNNGraphTransform
 
 C_IN = 32
-#: The kNN graph both models' message passing uses.
+#: The kNN graph both models' message passing uses (static geometry: built once and cached).
 KNN = 16
 
 
@@ -26,7 +26,7 @@ def load(args):
     from torch_geometric_erwin.datasets import SyntheticNBody
     return tuple(SyntheticNBody(args.data, split=split, num_graphs=(args.num_train, args.num_eval, args.num_eval),
                                 num_particles=args.num_particles, dim=3, seed=args.data_seed,
-                                transform=KNNGraphTransform(KNN, loop=True), log=False)
+                                pre_transform=KNNGraphTransform(KNN, loop=True), log=False)
                  for split in ("train", "val", "test"))
 
 

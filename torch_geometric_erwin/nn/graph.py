@@ -56,13 +56,16 @@ def _neighbours(pos: Tensor, ptr: Tensor, loop: bool, count: int, radius: float)
         if not loop:
             excluded |= queries[:, None] == keys[None, :]
         dist = dist.masked_fill(excluded | (dist > radius), math.inf)
+        # the `take` nearest keys, ties at the cut broken by the lower node index, so the edges do not
+        # depend on the chunking: everything closer than the take-th distance, then equals in index order
         take = min(count, hi - lo)
-        # a stable sort breaks ties by node index, so the result does not depend on the chunking
-        nearest, order = torch.sort(dist, dim=1, stable=True)
-        nearest, order = nearest[:, :take], order[:, :take]
-        found = torch.isfinite(nearest)
-        sources.append((order + lo)[found])
-        targets.append(queries[:, None].expand(-1, take)[found])
+        cut = dist.topk(take, dim=1, largest=False).values[:, -1:]
+        closer = dist < cut
+        tied = (dist == cut) & torch.isfinite(dist)
+        chosen = closer | (tied & (tied.cumsum(dim=1) <= take - closer.sum(dim=1, keepdim=True)))
+        row, column = chosen.nonzero(as_tuple=True)
+        sources.append(column + lo)
+        targets.append(queries[row])
     if not sources:
         return torch.empty(2, 0, dtype=torch.long, device=pos.device)
     return torch.stack([torch.cat(sources), torch.cat(targets)])
