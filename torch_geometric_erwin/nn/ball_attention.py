@@ -42,6 +42,54 @@ class BallGeometry:
         return cls(rel_pos, torch.cdist(balls, balls), ball_size)
 
 
+class _BallAttentionFunction(torch.autograd.Function):
+    r"""Attention with the distance bias, :math:`\mathrm{softmax}(QK^\top/\sqrt{d_h} + \sigma_h D) V`
+    per ball and head, with its gradients for :math:`Q, K, V, \sigma` written out (not for :math:`D`).
+
+    This is the CPU training path. SDPA's fused CPU kernel takes no gradient for a bias, so with a
+    trainable :math:`\sigma` it falls back to its unfused path, which materialises several
+    ``[n, h, m, m]`` tensors per call. Here the forward pass fills one such buffer (bias, then
+    scores, then probabilities, in place) and the backward pass one more; the gradient of
+    :math:`\sigma` is a batched matrix-vector product. Shapes: ``q, k, v [n, h, m, e]``
+    (contiguous), ``sigma [h]``, ``distance [n, m, m]``, ``hidden [n, 1, 1, m]`` (bool, keys to
+    hide) or None.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, sigma: Tensor, distance: Tensor,
+                hidden: Optional[Tensor]) -> Tensor:
+        n, h, m, e = q.shape
+        scale = e ** -0.5
+        scores = sigma.view(1, h, 1, 1) * distance.unsqueeze(1)
+        if hidden is not None:
+            scores.masked_fill_(hidden, float("-inf"))
+        scores = scores.view(n * h, m, m).baddbmm_(q.view(n * h, m, e), k.view(n * h, m, e).transpose(1, 2),
+                                                   alpha=scale)
+        attn = torch.softmax(scores, dim=-1, out=scores)
+        out = torch.bmm(attn, v.view(n * h, m, e)).view(n, h, m, e)
+        ctx.save_for_backward(q, k, v, attn, distance, out)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, attn, distance, out = ctx.saved_tensors
+        n, h, m, e = q.shape
+        grad_out = grad_out.contiguous()
+        # softmax backward: dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P) = rowsum(dO * O)
+        delta = (grad_out * out).sum(dim=-1).view(n * h, m, 1)
+        grad_out = grad_out.view(n * h, m, e)
+        grad_v = torch.bmm(attn.transpose(1, 2), grad_out).view(n, h, m, e)
+        grad_scores = torch.bmm(grad_out, v.view(n * h, m, e).transpose(1, 2)).sub_(delta).mul_(attn)
+        grad_sigma = None
+        if ctx.needs_input_grad[3]:
+            grad_sigma = torch.bmm(grad_scores.view(n, h, m * m), distance.reshape(n, m * m, 1)).sum(0).view(h)
+        grad_q = torch.bmm(grad_scores, k.view(n * h, m, e)).mul_(ctx.scale).view(n, h, m, e)
+        grad_k = torch.bmm(grad_scores.transpose(1, 2), q.view(n * h, m, e)).mul_(ctx.scale).view(n, h, m, e)
+        return grad_q, grad_k, grad_v, grad_sigma, None, None
+
+
 class BallAttention(nn.Module):
     r"""Ball multi-head self-attention (BMSA, Erwin eqs. 8-10).
 
@@ -72,6 +120,14 @@ class BallAttention(nn.Module):
         keys (tree padding) from the other slots of their ball; a ball without
         any visible key attends to all of its slots. ``geometry`` is the
         :class:`BallGeometry` of ``pos``, when the caller has it already.
+
+    Kernels: without autograd (inference), and on CUDA, the attention is
+    :func:`torch.nn.functional.scaled_dot_product_attention` with the bias as
+    ``attn_mask`` (PyTorch's fused flash kernel on CPU; on CUDA the
+    memory-efficient kernel, which also differentiates the bias). CPU training
+    in float32/float64 runs a written-out attention with its own backward pass
+    (SDPA's CPU fused kernel has no gradient for the bias); under
+    ``torch.compile`` the SDPA form is traced.
     """
 
     def __init__(self, channels: int, num_heads: int, ball_size: int, dimensionality: int = 3):
@@ -109,14 +165,22 @@ class BallAttention(nn.Module):
                                  f"{tuple(x.shape)} and pos {tuple(pos.shape)}")
             geometry = BallGeometry.from_pos(pos, self.ball_size)
         x = x + self.pos_proj(geometry.rel_pos.to(x.dtype))
+        # one copy into head-major q, k, v with unit-stride rows: the reference's (h e three) channel
+        # layout would otherwise keep SDPA off its fused kernels
         q, k, v = rearrange(self.qkv(x), "(n m) (h e three) -> three n h m e",
-                            m=self.ball_size, h=self.num_heads, three=3)
-        bias = rearrange(self.sigma, "h -> 1 h 1 1") * rearrange(geometry.distance, "n i j -> n 1 i j")
+                            m=self.ball_size, h=self.num_heads, three=3).contiguous().unbind(0)
+        hidden = None
         if key_mask is not None:
             hidden = rearrange(~key_mask, "(n m) -> n 1 1 m", m=self.ball_size)
             hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
-            bias = bias.masked_fill(hidden, float("-inf"))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        if (torch.is_grad_enabled() and q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
+                and self.sigma.dtype == q.dtype and not torch.compiler.is_compiling()):
+            out = _BallAttentionFunction.apply(q, k, v, self.sigma, geometry.distance.to(q.dtype), hidden)
+        else:
+            bias = rearrange(self.sigma, "h -> 1 h 1 1") * rearrange(geometry.distance, "n i j -> n 1 i j")
+            if hidden is not None:
+                bias = bias.masked_fill(hidden, float("-inf"))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         return self.proj(rearrange(out, "n h m e -> (n m) (h e)"))
 
     def __repr__(self) -> str:
