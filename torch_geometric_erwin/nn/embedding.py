@@ -65,9 +65,15 @@ class ErwinEmbedding(nn.Module):
         source, target = edge_index
         with torch.no_grad():
             offset = (pos[source] - pos[target]).to(h.dtype)
-        for message, update in zip(self.messages, self.updates):
-            m = message(torch.cat([h[source], h[target], offset], dim=-1))
-            m = scatter(m, target, dim=0, dim_size=h.shape[0], reduce="mean")
+        c = self.channels
+        for (lin, act, norm), update in zip(self.messages, self.updates):
+            # W_m [h_j, h_i, p_j - p_i] = (W_s h)_j + (W_t h + b)_i + W_p (p_j - p_i): the two node
+            # terms are computed per node and gathered, not multiplied per edge
+            weight = lin.weight
+            per_source = h @ weight[:, :c].t()
+            per_target = torch.addmm(lin.bias, h, weight[:, c:2 * c].t())
+            m = torch.addmm(per_source[source] + per_target[target], offset, weight[:, 2 * c:].t())
+            m = scatter(norm(act(m)), target, dim=0, dim_size=h.shape[0], reduce="mean")
             h = h + update(torch.cat([h, m], dim=-1))
         return h
 
