@@ -1,0 +1,34 @@
+"""benchmarks/model.py runs end to end (a smoke run of our model alone) and rejects a bad reference path."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "model.py")
+
+
+@pytest.mark.slow
+def test_quick_run_prints_every_table():
+    result = subprocess.run([sys.executable, SCRIPT, "--quick", "--markdown"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "attention kernel (ours): forward " in out
+    for title, header in (
+            ("Time, reference README configuration", "| batch x points | fwd ours ms | fwd+bwd ours ms |"),
+            ("Peak memory, reference README configuration", "| batch x points | fwd ours MB | fwd+bwd ours MB |"),
+            ("Runtime exponent, batch 1", "| points | slots | ours fwd ms | ours fwd+bwd ms |"),
+            ("Padding, batch 1 x 5000 points", "| configuration | padding | slots per cloud | fwd ms | fwd+bwd ms |")):
+        assert title in out and header in out, (title, out)
+    assert "| exponent (least squares) |" in out
+    assert "| compact |" in out and "| pow2 |" in out
+
+
+def test_bad_reference_path_fails_before_any_work(tmp_path):
+    result = subprocess.run([sys.executable, SCRIPT, "--quick", "--reference", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--reference" in result.stderr and "models/erwin.py" in result.stderr
+    assert "Time, reference README configuration" not in result.stdout
