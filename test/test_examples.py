@@ -28,7 +28,7 @@ def write_md(root):
 def write_eagle(root):
     from torch_geometric_erwin.datasets.fixtures_md_eagle import write_eagle as write
     write(os.path.join(root, "raw"))
-    return ["--test-window", "4"]
+    return ["--train-window", "3", "--test-window", "4"]
 
 
 def write_cosmology(root):
