@@ -1,6 +1,6 @@
 """Synthetic N-body gravity (the built-in default): predict every particle's softened gravitational
 acceleration due to all the others from the masses and positions of clustered particles. Trains Erwin
-and the MPNN baseline for the same wall-clock budget on the same data and prints their test MSE."""
+and the MPNN baseline on the same data, Erwin for a smaller wall-clock budget, and prints their test MSE."""
 import sys
 
 from torch_geometric_erwin.training import InputEncoder, NodeRegression
@@ -47,7 +47,8 @@ EXPERIMENT = Experiment(
     train=dict(steps=2000, batch_size=8, lr=1e-3, eta_min=1e-5, val_every=100, max_grad_norm=1.0),
     load=load, build_task=build_task, add_arguments=add_arguments,
     backbones={**DEFAULT_BACKBONES, "erwin": erwin_backbone}, default_models=("erwin", "mpnn"),
-    default_data="data/nbody", time_budget=110.0,
+    # Erwin gets less training time than the baseline, so its lower error comes at no more wall time
+    default_data="data/nbody", time_budget={"erwin": 95.0, "mpnn": 110.0, "erwin-nsa": 95.0},
     layout="generated on first use (SyntheticNBody); any writable path or fsspec URL")
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -108,7 +108,8 @@ class Experiment:
         add_arguments: adds experiment-specific options to the parser.
         report: ``(task, trainer, summary, args, out_dir) -> dict``: extra results and plots
             after testing (rank 0).
-        time_budget: ``--time-budget`` default (seconds of training per model; ``None``: use ``--steps``).
+        time_budget: ``--time-budget`` default: seconds of training per model, or a dict
+            model name -> seconds (``None``: use ``--steps``).
     """
 
     name: str
@@ -126,7 +127,7 @@ class Experiment:
     default_data: Optional[str] = None
     add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
     report: Optional[Callable[..., Dict[str, Any]]] = None
-    time_budget: Optional[float] = None
+    time_budget: Optional[Union[float, Dict[str, float]]] = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -157,8 +158,8 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
                             + (", or what fits --time-budget)" if experiment.time_budget else ")"))
     group.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                        help="choose the number of steps so that each model trains for about this long, "
-                            "measured on this machine" + (f" (default: {experiment.time_budget:g} unless "
-                                                          "--steps is given)" if experiment.time_budget else ""))
+                            "measured on this machine" + (f" (default: {_describe_budget(experiment.time_budget)} "
+                                                          "unless --steps is given)" if experiment.time_budget else ""))
     group.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
                        help="global batch size (over all processes)")
     group.add_argument("--eval-batch-size", type=_positive_int, default=defaults.eval_batch_size)
@@ -186,6 +187,12 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     if experiment.add_arguments is not None:
         experiment.add_arguments(parser)
     return parser
+
+
+def _describe_budget(budget: Union[float, Dict[str, float]]) -> str:
+    if isinstance(budget, dict):
+        return ", ".join(f"{name} {seconds:g} s" for name, seconds in budget.items())
+    return f"{budget:g} s"
 
 
 def parse_args(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -259,9 +266,13 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
         if args.resume and os.path.isfile(last):
             config.steps = load_checkpoint(last)["config"]["steps"]
         elif args.time_budget is not None:
-            config.steps = steps_for_budget(task, splits[0], splits[1], config, args.time_budget, context)
+            budget = args.time_budget.get(model_name) if isinstance(args.time_budget, dict) else args.time_budget
+            if budget is None:
+                raise UsageError(f"the default time budget has no entry for {model_name}: pass --steps or "
+                                 "--time-budget")
+            config.steps = steps_for_budget(task, splits[0], splits[1], config, budget, context)
             if context.is_main:
-                print(f"{model_name}: {config.steps} steps fit a budget of {args.time_budget:g} s",
+                print(f"{model_name}: {config.steps} steps fit a budget of {budget:g} s",
                       file=sys.stderr)
         trainer = Trainer(task, *splits, config, out_dir, context, name=f"{experiment.name}/{model_name}")
         start = time.perf_counter()
