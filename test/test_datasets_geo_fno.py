@@ -424,3 +424,11 @@ def test_examples_load_the_datasets(name, tmp_path):
     assert (len(train), len(val), len(test)) == (pool - pool // 10, pool // 10 * steps, num_test * steps)
     assert all(f"raw/{f.rsplit('/', 1)[0]}/" in example.EXPERIMENT.layout for f in cls.raw_layout)
     assert int(test[len(test) - 1].raw_index) == SPLITS[name][2][-1]
+
+
+def test_fixtures_module_exports_every_writer():
+    from torch_geometric_erwin.datasets import fixtures
+    for name in fixtures.__all__:
+        assert callable(getattr(fixtures, name))
+    assert {"write_cosmology", "write_polymer_md", "write_eagle", "write_shapenet_car", "write_airfoil",
+            "write_pipe", "write_elasticity", "write_plasticity"} <= set(fixtures.__all__)
