@@ -37,17 +37,6 @@ REFERENCE_TEST_HEAD = [550, 592, 229, 547, 62, 464, 798, 836, 5, 732, 876, 843, 
 SMALL = {"train": 5, "val": 3, "test": 2}
 
 
-@pytest.fixture(params=["local", "memory"])
-def root(request, tmp_path):
-    if request.param == "local":
-        yield str(tmp_path / "data")
-    else:
-        url = f"memory://{uuid.uuid4().hex}"
-        yield url
-        if fs.exists(url):
-            fs.rm(url, recursive=True)
-
-
 @pytest.fixture
 def no_network(monkeypatch):
     """Points the Cosmology archive URL at nothing, so no test can start a 7 GB download."""

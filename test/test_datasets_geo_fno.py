@@ -3,7 +3,6 @@ checked against the written arrays and the published constants."""
 import argparse
 import importlib.util
 import os.path as osp
-import uuid
 
 import numpy as np
 import pytest
@@ -26,17 +25,6 @@ AIRFOIL = dict(pos_mean=[1.4925, 3.4233e-4], pos_std=[6.6607, 6.0777], y_mean=0.
 PIPE = dict(pos_mean=[4.9609, -0.0080], pos_std=[2.8867, 0.5690], y_mean=0.1667, y_std=0.0805)
 ELASTICITY = dict(pos_mean=[0.4998, 0.5003], pos_std=[0.3217, 0.3216], y_mean=187.7388, y_std=127.0829)
 PLASTICITY = dict(x_mean=19.6351, x_std=2.3652, y_mean=-4.4049, y_std=14.3477)
-
-
-@pytest.fixture(params=["local", "memory"])
-def root(request, tmp_path):
-    if request.param == "local":
-        yield str(tmp_path / "data")
-    else:
-        url = f"memory://{uuid.uuid4().hex}"
-        yield url
-        if fs.exists(url):
-            fs.rm(url)
 
 
 def processed_files(root, folder):

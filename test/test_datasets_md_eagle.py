@@ -26,17 +26,6 @@ STATE_STD = np.array([1.7970, 2.0258, 7.4013, 9.7232])
 MD_ORDER = ("train", "val", "test")
 
 
-@pytest.fixture(params=["local", "memory"])
-def root(request, tmp_path):
-    if request.param == "local":
-        yield str(tmp_path / "data")
-    else:
-        url = f"memory://{uuid.uuid4().hex}"
-        yield url
-        if fs.exists(url):
-            fs.rm(url)
-
-
 def processed_files(root):
     path = osp.join(root, "processed")
     return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path)) if fs.exists(path) else []
