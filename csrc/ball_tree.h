@@ -11,240 +11,362 @@
 // is a pure function of the input, whatever the thread count. The pure-PyTorch engine in
 // torch_geometric_erwin/tree/torch_engine.py implements the same rule and must agree exactly.
 //
-// The coordinates are copied once into a row-major buffer that is permuted in place together
-// with the point ids, so every pass over a node reads contiguous memory.
+// Each graph's points are sorted once per dimension (radix sort). A node then owns the same
+// range of every sorted list: its spread along d is read off the ends of list d, and its median
+// split is the first half of the list of the split dimension, so a split is a stable partition
+// of the other lists, linear and branch-free, with no selection. Nodes of at most 64 points
+// switch to bit masks: a node is one 64-bit mask per dimension over the points' ranks along it,
+// spreads come from its lowest and highest bit, and a split moves half of the points' bits.
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <numeric>
+#include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace erwin {
 
-// kDim > 0 fixes the dimension at compile time (inlined row swaps and key loads for the
-// common 1-, 2- and 3-D clouds); kDim == 0 reads it at run time. Scalar is the input's float
-// type: float32 keys order exactly as their float64 values, and spreads are differenced in
-// double, so both give the trees of the float64 rule while float32 rows move half the bytes.
-template <class Scalar, int kDim>
-class PointBuffer {
- public:
-  PointBuffer(const Scalar* coords, int64_t num_points, int64_t dim)
-      : coords_(coords, coords + num_points * dim), ids_(num_points), runtime_dim_(dim) {
-    std::iota(ids_.begin(), ids_.end(), int64_t{0});
+// Unsigned integers that order as the coordinates do, so a radix sort can order them.
+// -0 and +0 are equal coordinates, and must tie (then compare by id) as in the float order.
+inline uint32_t order_key(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if (value == 0) bits = 0;
+  return bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+}
+
+inline uint64_t order_key(double value) {
+  uint64_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if (value == 0) bits = 0;
+  return bits & (uint64_t{1} << 63) ? ~bits : bits | (uint64_t{1} << 63);
+}
+
+// Left child of a node with num_points points and num_slots slots: (points, slots). Blocks
+// have 2^block_shift slots. An even number of blocks halves the points, with no division.
+inline std::pair<int64_t, int64_t> left_share(int64_t num_points, int64_t num_slots, int block_shift) {
+  if (num_slots > (int64_t{1} << block_shift)) {
+    const int64_t blocks = num_slots >> block_shift, left_blocks = blocks / 2;
+    return {blocks % 2 == 0 ? num_points / 2 : num_points * left_blocks / blocks, left_blocks << block_shift};
   }
-
-  int64_t id(int64_t row) const { return ids_[row]; }
-
-  int64_t stride() const {
-    if constexpr (kDim > 0) return kDim;
-    return runtime_dim_;
-  }
-
-  // (coordinate along dim, id) of row a is smaller than that of row b.
-  bool less(int64_t a, int64_t b, int64_t dim) const {
-    const Scalar va = coords_[a * stride() + dim], vb = coords_[b * stride() + dim];
-    return va < vb || (va == vb && ids_[a] < ids_[b]);
-  }
-
-  void swap_rows(int64_t a, int64_t b) {
-    std::swap_ranges(&coords_[a * stride()], &coords_[a * stride()] + stride(), &coords_[b * stride()]);
-    std::swap(ids_[a], ids_[b]);
-  }
-
-  int64_t split_dimension(int64_t lo, int64_t hi) const {
-    if constexpr (kDim > 0) {
-      std::array<Scalar, kDim> low, high;
-      return split_dimension_into(lo, hi, low.data(), high.data());
-    } else {
-      std::vector<Scalar> low(stride()), high(stride());
-      return split_dimension_into(lo, hi, low.data(), high.data());
-    }
-  }
-
-  // Rearrange rows [lo, hi) so that [lo, mid) holds the mid - lo smallest keys.
-  void select(int64_t lo, int64_t hi, int64_t mid, int64_t dim) {
-    // Median-of-three needs ~2 log2(n) rounds on any realistic input; past a generous cap the
-    // input is adversarial, and sorting what is left keeps the worst case at O(n log n).
-    int64_t rounds = 0, max_rounds = 16;
-    for (int64_t size = hi - lo; size > 1; size /= 2) max_rounds += 4;
-    while (hi - lo > 3) {
-      if (++rounds > max_rounds) {
-        sort_rows(lo, hi, dim);
-        return;
-      }
-      const int64_t pivot = hi - lo > kSampleThreshold ? sample_pivot(lo, hi, mid, dim)
-                                                       : median_of_three(lo, lo + (hi - lo) / 2, hi - 1, dim);
-      const int64_t position = partition_around(lo, hi, pivot, dim);
-      if (mid == position) return;
-      if (mid < position) {
-        hi = position;
-      } else {
-        lo = position + 1;
-      }
-    }
-    for (int64_t i = lo + 1; i < hi; ++i) {
-      for (int64_t j = i; j > lo && less(j, j - 1, dim); --j) swap_rows(j, j - 1);
-    }
-  }
-
- private:
-  static constexpr int64_t kSampleThreshold = 256;
-
-  // One pass over the rows, all dimensions at once (independent min/max chains per dimension).
-  int64_t split_dimension_into(int64_t lo, int64_t hi, Scalar* low, Scalar* high) const {
-    const int64_t dim = stride();
-    std::copy_n(&coords_[lo * dim], dim, low);
-    std::copy_n(&coords_[lo * dim], dim, high);
-    for (int64_t row = lo + 1; row < hi; ++row) {
-      const Scalar* point = &coords_[row * dim];
-      for (int64_t d = 0; d < dim; ++d) {
-        low[d] = std::min(low[d], point[d]);
-        high[d] = std::max(high[d], point[d]);
-      }
-    }
-    int64_t best = 0;
-    for (int64_t d = 1; d < dim; ++d) {
-      if (double(high[d]) - double(low[d]) > double(high[best]) - double(low[best])) best = d;
-    }
-    return best;
-  }
-
-  // A pivot whose rank is close to mid's: the element of the same relative rank in an evenly
-  // spaced sample of ~sqrt(n) rows. It leaves the target in a part of size O(n^0.75) after
-  // one or two passes, about 1.5 n work for a median instead of ~2.75 n with median-of-three.
-  int64_t sample_pivot(int64_t lo, int64_t hi, int64_t mid, int64_t dim) const {
-    const int64_t n = hi - lo;
-    int64_t size = 1;
-    while (size * size < n) ++size;
-    std::vector<int64_t> sample(size);
-    for (int64_t k = 0; k < size; ++k) sample[k] = lo + (2 * k + 1) * n / (2 * size);
-    const int64_t rank = std::min(size - 1, (mid - lo) * size / n);
-    std::nth_element(sample.begin(), sample.begin() + rank, sample.end(),
-                     [&](int64_t a, int64_t b) { return less(a, b, dim); });
-    return sample[rank];
-  }
-
-  int64_t median_of_three(int64_t a, int64_t b, int64_t c, int64_t dim) const {
-    if (less(a, b, dim)) {
-      if (less(b, c, dim)) return b;
-      return less(a, c, dim) ? c : a;
-    }
-    if (less(a, c, dim)) return a;
-    return less(b, c, dim) ? c : b;
-  }
-
-  // Moves the pivot row to its sorted position p within [lo, hi) and returns p: keys in
-  // [lo, p) are smaller, keys in (p, hi) larger. Lomuto's scheme with an unconditional swap
-  // and a data-dependent increment, so the loop has no unpredictable branch (the comparisons
-  // of a median split are coin flips, and mispredictions dominated the branchy version).
-  int64_t partition_around(int64_t lo, int64_t hi, int64_t pivot_row, int64_t dim) {
-    swap_rows(pivot_row, hi - 1);
-    const Scalar pivot_value = coords_[(hi - 1) * stride() + dim];
-    const int64_t pivot_id = ids_[hi - 1];
-    int64_t store = lo;
-    for (int64_t row = lo; row < hi - 1; ++row) {
-      const Scalar v = coords_[row * stride() + dim];
-      const bool smaller = (v < pivot_value) | ((v == pivot_value) & (ids_[row] < pivot_id));
-      swap_rows(store, row);
-      store += smaller;
-    }
-    swap_rows(store, hi - 1);
-    return store;
-  }
-
-  void sort_rows(int64_t lo, int64_t hi, int64_t dim) {
-    std::vector<int64_t> order(hi - lo);
-    std::iota(order.begin(), order.end(), lo);
-    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return less(a, b, dim); });
-    std::vector<Scalar> coords(order.size() * stride());
-    std::vector<int64_t> ids(order.size());
-    for (size_t k = 0; k < order.size(); ++k) {
-      std::copy_n(&coords_[order[k] * stride()], stride(), &coords[k * stride()]);
-      ids[k] = ids_[order[k]];
-    }
-    std::copy(coords.begin(), coords.end(), &coords_[lo * stride()]);
-    std::copy(ids.begin(), ids.end(), &ids_[lo]);
-  }
-
-  std::vector<Scalar> coords_;
-  std::vector<int64_t> ids_;
-  const int64_t runtime_dim_;
-};
+  return {num_points / 2, num_slots / 2};
+}
 
 struct TreeOutput {
   int64_t* index;
   bool* mask;
+  int block_shift;  // blocks have 2^block_shift slots
+
+  void leaf(int64_t slot_lo, int64_t num_slots, int64_t point) const {
+    std::fill_n(index + slot_lo, num_slots, point);
+    mask[slot_lo] = true;
+    std::fill_n(mask + slot_lo + 1, num_slots - 1, false);
+  }
 };
 
-// Nodes with more points than this split their children into OpenMP tasks.
+// Nodes with more points than this run their independent parts as OpenMP tasks.
 constexpr int64_t kTaskCutoff = 4096;
+// Nodes with at most this many points are built on bit masks (one 64-bit word per dimension).
+constexpr int64_t kSmall = 64;
 
-template <class Points>
-void build_node(Points& points, TreeOutput out, int64_t lo, int64_t hi,
-                       int64_t slot_lo, int64_t num_slots, int64_t block_size) {
-  const int64_t n = hi - lo;
-  if (n == 1) {
-    std::fill_n(out.index + slot_lo, num_slots, points.id(lo));
-    out.mask[slot_lo] = true;
-    std::fill_n(out.mask + slot_lo + 1, num_slots - 1, false);
-    return;
-  }
-  if (n == 2 && num_slots == 2) {  // a full leaf: both points, smaller key first
-    const int64_t first = points.less(lo, lo + 1, points.split_dimension(lo, hi)) ? lo : lo + 1;
-    out.index[slot_lo] = points.id(first);
-    out.index[slot_lo + 1] = points.id(2 * lo + 1 - first);
-    out.mask[slot_lo] = out.mask[slot_lo + 1] = true;
-    return;
-  }
-  int64_t left_points, left_slots;
-  if (num_slots > block_size) {
-    const int64_t blocks = num_slots / block_size, left_blocks = blocks / 2;
-    left_points = n * left_blocks / blocks;
-    left_slots = left_blocks * block_size;
+// A fixed-size array for kDim > 0 (no allocation per task), a vector for run-time dimensions.
+template <class T, int kDim, int64_t kPerDim>
+using Table = std::conditional_t<(kDim > 0), std::array<T, (kDim > 0 ? kDim : 1) * kPerDim>, std::vector<T>>;
+
+template <class T, int kDim, int64_t kPerDim>
+Table<T, kDim, kPerDim> make_table(int64_t dim) {
+  if constexpr (kDim > 0) {
+    return {};
   } else {
-    left_points = n / 2;
-    left_slots = num_slots / 2;
+    return std::vector<T>(dim * kPerDim);
   }
-  points.select(lo, hi, lo + left_points, points.split_dimension(lo, hi));
-  const int64_t mid = lo + left_points;
-  if (n > kTaskCutoff) {
-#pragma omp task default(none) shared(points) firstprivate(out, lo, mid, slot_lo, left_slots, block_size)
-    build_node(points, out, lo, mid, slot_lo, left_slots, block_size);
-  } else {
-    build_node(points, out, lo, mid, slot_lo, left_slots, block_size);
-  }
-  build_node(points, out, mid, hi, slot_lo + left_slots, num_slots - left_slots, block_size);
 }
 
+// Builds the subtrees of nodes with at most kSmall points. Point e of such a node is the e-th
+// in its order along dimension 0; a set of its points is, for every dimension d, the mask of
+// their ranks along d. One instance per OpenMP task, reused for all small nodes of the task.
 template <class Scalar, int kDim>
-void build_ball_trees_dim(const Scalar* coords, int64_t num_points, int64_t dim,
-                          const int64_t* node_ptr, const int64_t* slot_ptr, int64_t num_graphs,
-                          int64_t block_size, int64_t* index, bool* mask) {
-  PointBuffer<Scalar, kDim> points(coords, num_points, dim);
-  const TreeOutput out{index, mask};
-#pragma omp parallel default(none) shared(points, node_ptr, slot_ptr) firstprivate(out, num_graphs, block_size)
+class SmallNodes {
+ public:
+  explicit SmallNodes(int64_t dim)
+      : dim_(dim),
+        ids_(),
+        order_(make_table<uint8_t, kDim, kSmall>(dim)),
+        rank_bit_(make_table<uint64_t, kDim, kSmall>(dim)),
+        value_(make_table<Scalar, kDim, kSmall>(dim)),
+        pending_(),
+        masks_(make_table<uint64_t, kDim, kSmall + 1>(dim)) {}
+
+  int64_t dim() const {
+    if constexpr (kDim > 0) return kDim;
+    return dim_;
+  }
+
+  // sorted[d * stride + r]: id (within the graph) of the point of rank r along d;
+  // point_of[id] is scratch.
+  template <class Index>
+  void build(const Scalar* coords, int64_t num_points, const Index* sorted, int64_t stride, uint8_t* point_of,
+             int64_t first_id, int64_t slot_lo, int64_t num_slots, const TreeOutput& out) {
+    const int64_t dim = this->dim();
+    const Index* by_first = sorted;
+    for (int64_t e = 0; e < num_points; ++e) {
+      ids_[e] = first_id + by_first[e];
+      point_of[by_first[e]] = uint8_t(e);
+    }
+    for (int64_t d = 0; d < dim; ++d) {
+      const Index* by_d = sorted + d * stride;
+      for (int64_t r = 0; r < num_points; ++r) {
+        const uint8_t e = point_of[by_d[r]];
+        order_[d * kSmall + r] = e;
+        rank_bit_[d * kSmall + e] = uint64_t{1} << r;
+        value_[d * kSmall + r] = coords[by_d[r] * dim + d];
+      }
+    }
+    std::fill_n(masks_.data(), dim, num_points == 64 ? ~uint64_t{0} : (uint64_t{1} << num_points) - 1);
+    pending_[0] = {num_points, slot_lo, num_slots};
+    split_all(out);
+  }
+
+ private:
+  struct Node {
+    int64_t num_points, slot_lo, num_slots;
+  };
+
+  // Depth-first over a stack: node i is pending_[i] with masks_ row i (masks[d]: the ranks
+  // along d of its points). A split leaves the right child in row i and the left one in i + 1.
+  // Children have fewer points than their parent, so at most kSmall + 1 rows are in use.
+  void split_all(const TreeOutput& out) {
+    const int64_t dim = this->dim();
+    for (int64_t top = 0; top >= 0;) {
+      const auto [num_points, slot_lo, num_slots] = pending_[top];
+      uint64_t* masks = &masks_[top * dim];
+      if (num_points == 1) {  // along dimension 0 rank and point coincide
+        out.leaf(slot_lo, num_slots, ids_[__builtin_ctzll(masks[0])]);
+        --top;
+        continue;
+      }
+      int64_t best = 0;
+      double best_spread = -1;
+      for (int64_t d = 0; d < dim; ++d) {
+        const Scalar low = value_[d * kSmall + __builtin_ctzll(masks[d])];
+        const Scalar high = value_[d * kSmall + 63 - __builtin_clzll(masks[d])];
+        const double spread = double(high) - double(low);
+        if (spread > best_spread) {
+          best = d;
+          best_spread = spread;
+        }
+      }
+      const auto [left_points, left_slots] = left_share(num_points, num_slots, out.block_shift);
+      const uint8_t* by_best = &order_[best * kSmall];
+      if (num_points == 2) {  // two leaves, the smaller key first: no masks to build
+        out.leaf(slot_lo, left_slots, ids_[by_best[__builtin_ctzll(masks[best])]]);
+        out.leaf(slot_lo + left_slots, num_slots - left_slots, ids_[by_best[63 - __builtin_clzll(masks[best])]]);
+        --top;
+        continue;
+      }
+      uint64_t rest = masks[best];
+      for (int64_t k = 0; k < left_points; ++k) rest &= rest - 1;
+      const uint64_t left_ranks = masks[best] ^ rest;  // the left_points lowest ranks along best
+      uint64_t* left = masks + dim;
+      for (int64_t d = 0; d < dim; ++d) {
+        uint64_t bits = 0;  // a loop over set bits: short, and not worth vectorising
+        for (uint64_t ranks = left_ranks; ranks != 0; ranks &= ranks - 1) {
+          bits |= rank_bit_[d * kSmall + by_best[__builtin_ctzll(ranks)]];
+        }
+        left[d] = bits;
+        masks[d] ^= bits;
+      }
+      pending_[top] = {num_points - left_points, slot_lo + left_slots, num_slots - left_slots};
+      pending_[++top] = {left_points, slot_lo, left_slots};
+    }
+  }
+
+  const int64_t dim_;
+  std::array<int64_t, kSmall> ids_;            // point -> id in the input
+  Table<uint8_t, kDim, kSmall> order_;         // [d][rank] -> point
+  Table<uint64_t, kDim, kSmall> rank_bit_;     // [d][point] -> 1 << rank
+  Table<Scalar, kDim, kSmall> value_;          // [d][rank] -> coordinate
+  std::array<Node, kSmall + 1> pending_;       // stack of nodes to split
+  Table<uint64_t, kDim, kSmall + 1> masks_;    // [stack row][d] -> ranks along d
+};
+
+// The tree of one graph. Index holds ids within the graph (int32 whenever they fit).
+template <class Scalar, int kDim, class Index>
+class GraphTree {
+ public:
+  GraphTree(const Scalar* coords, int64_t num_points, int64_t dim, int64_t first_id, TreeOutput out)
+      : coords_(coords + first_id * dim),
+        num_points_(num_points),
+        dim_(dim),
+        first_id_(first_id),
+        out_(out),
+        lists_(2 * dim * num_points),
+        side_(num_points) {}
+
+  void build(int64_t slot_lo, int64_t num_slots) {
+    for (int64_t d = 0; d < dim(); ++d) {
+#pragma omp task default(none) firstprivate(d) if (num_points_ > kTaskCutoff)
+      sort_along(d);
+    }
+#pragma omp taskwait
+    SmallNodes<Scalar, kDim> small(dim());
+    split(0, num_points_, 0, slot_lo, num_slots, small);
+  }
+
+ private:
+  int64_t dim() const {
+    if constexpr (kDim > 0) return kDim;
+    return dim_;
+  }
+
+  Index* list(int64_t parity, int64_t d) { return lists_.data() + (parity * dim() + d) * num_points_; }
+
+  Scalar coord(Index id, int64_t d) const { return coords_[id * dim() + d]; }
+
+  // list(0, d) = ids ordered by (coordinate d, id): least-significant-digit radix sort by bytes
+  // of the order key; it is stable and starts from ascending ids, so ties stay in id order.
+  void sort_along(int64_t d) {
+    using Key = decltype(order_key(Scalar{}));
+    struct Entry {
+      Key key;
+      Index id;
+    };
+    constexpr int kBytes = sizeof(Key);
+    std::vector<Entry> entries(num_points_), scratch(num_points_);
+    std::array<std::array<int64_t, 256>, kBytes> counts{};
+    for (int64_t i = 0; i < num_points_; ++i) {
+      const Key key = order_key(coord(Index(i), d));
+      entries[i] = {key, Index(i)};
+      for (int b = 0; b < kBytes; ++b) ++counts[b][(key >> (8 * b)) & 255];
+    }
+    // A byte that all keys share leaves the order as it is: skip its pass.
+    std::array<int, kBytes> passes;
+    int num_passes = 0;
+    for (int b = 0; b < kBytes; ++b) {
+      if (counts[b][(entries[0].key >> (8 * b)) & 255] != num_points_) passes[num_passes++] = b;
+    }
+    Index* sorted = list(0, d);
+    if (num_passes == 0) {
+      for (int64_t i = 0; i < num_points_; ++i) sorted[i] = Index(i);
+      return;
+    }
+    for (int p = 0; p < num_passes; ++p) {
+      const int shift = 8 * passes[p];
+      std::array<int64_t, 256>& offsets = counts[passes[p]];
+      int64_t total = 0;
+      for (int64_t& count : offsets) total += std::exchange(count, total);
+      if (p + 1 < num_passes) {
+        for (const Entry& entry : entries) scratch[offsets[(entry.key >> shift) & 255]++] = entry;
+        entries.swap(scratch);
+      } else {  // the last pass writes the ids straight into the list
+        for (const Entry& entry : entries) sorted[offsets[(entry.key >> shift) & 255]++] = entry.id;
+      }
+    }
+  }
+
+  // Node [lo, hi) of every sorted list of parity `parity`; the children use the other parity.
+  void split(int64_t lo, int64_t hi, int64_t parity, int64_t slot_lo, int64_t num_slots,
+             SmallNodes<Scalar, kDim>& small) {
+    const int64_t n = hi - lo;
+    if (n <= kSmall) {
+      small.build(coords_, n, list(parity, 0) + lo, num_points_, side_.data(), first_id_, slot_lo, num_slots, out_);
+      return;
+    }
+    int64_t best = 0;
+    double best_spread = -1;
+    for (int64_t d = 0; d < dim(); ++d) {
+      const Index* sorted = list(parity, d);
+      const double spread = double(coord(sorted[hi - 1], d)) - double(coord(sorted[lo], d));
+      if (spread > best_spread) {
+        best = d;
+        best_spread = spread;
+      }
+    }
+    const auto [left_points, left_slots] = left_share(n, num_slots, out_.block_shift);
+    const int64_t mid = lo + left_points;
+    const Index* by_best = list(parity, best);
+    for (int64_t r = lo; r < mid; ++r) side_[by_best[r]] = 0;
+    for (int64_t r = mid; r < hi; ++r) side_[by_best[r]] = 1;
+    for (int64_t d = 0; d < dim(); ++d) {
+#pragma omp task default(none) firstprivate(d, lo, hi, mid, parity, best) if (n > kTaskCutoff)
+      {
+        const Index* from = list(parity, d);
+        Index* to = list(1 - parity, d);
+        if (d == best) {
+          std::copy(from + lo, from + hi, to + lo);
+        } else {  // stable partition by side, with no branch on it (the sides are coin flips)
+          int64_t left = lo, right = mid;
+          for (int64_t r = lo; r < hi; ++r) {
+            const Index id = from[r];
+            const int64_t goes_right = side_[id];
+            to[left + ((right - left) & -goes_right)] = id;  // a select GCC would make a branch of
+            left += 1 - goes_right;
+            right += goes_right;
+          }
+        }
+      }
+    }
+#pragma omp taskwait
+    if (n > kTaskCutoff) {
+#pragma omp task default(none) firstprivate(lo, mid, parity, slot_lo, left_slots)
+      {
+        SmallNodes<Scalar, kDim> own(dim());
+        split(lo, mid, 1 - parity, slot_lo, left_slots, own);
+      }
+    } else {
+      split(lo, mid, 1 - parity, slot_lo, left_slots, small);
+    }
+    split(mid, hi, 1 - parity, slot_lo + left_slots, num_slots - left_slots, small);
+  }
+
+  const Scalar* coords_;
+  const int64_t num_points_, dim_, first_id_;
+  const TreeOutput out_;
+  std::vector<Index> lists_;   // [parity][d][rank]: two copies, a split writes the other one
+  std::vector<uint8_t> side_;  // [id] scratch: child of a split, point of a small node
+};
+
+template <class Scalar, int kDim, class Index>
+void build_ball_trees_dim(const Scalar* coords, int64_t dim, const int64_t* node_ptr, const int64_t* slot_ptr,
+                          int64_t num_graphs, TreeOutput out) {
+#pragma omp parallel default(none) shared(coords, dim, node_ptr, slot_ptr, num_graphs, out)
 #pragma omp single
   for (int64_t g = 0; g < num_graphs; ++g) {
     if (node_ptr[g + 1] == node_ptr[g]) continue;
-#pragma omp task default(none) shared(points, node_ptr, slot_ptr) firstprivate(out, g, block_size)
-    build_node(points, out, node_ptr[g], node_ptr[g + 1], slot_ptr[g], slot_ptr[g + 1] - slot_ptr[g],
-               block_size);
+#pragma omp task default(none) shared(coords, dim, node_ptr, slot_ptr, out) firstprivate(g)
+    {
+      GraphTree<Scalar, kDim, Index> tree(coords, node_ptr[g + 1] - node_ptr[g], dim, node_ptr[g], out);
+      tree.build(slot_ptr[g], slot_ptr[g + 1] - slot_ptr[g]);
+    }
   }
 }
 
-// Fills index[slot] (point id, global) and mask[slot] for every slot of every graph.
+template <class Scalar, int kDim>
+void build_ball_trees_index(const Scalar* coords, int64_t dim, const int64_t* node_ptr, const int64_t* slot_ptr,
+                            int64_t num_graphs, TreeOutput out) {
+  int64_t largest = 0;
+  for (int64_t g = 0; g < num_graphs; ++g) largest = std::max(largest, node_ptr[g + 1] - node_ptr[g]);
+  if (largest <= INT32_MAX) {  // half the bytes to move in every pass
+    build_ball_trees_dim<Scalar, kDim, int32_t>(coords, dim, node_ptr, slot_ptr, num_graphs, out);
+  } else {
+    build_ball_trees_dim<Scalar, kDim, int64_t>(coords, dim, node_ptr, slot_ptr, num_graphs, out);
+  }
+}
+
+// Fills index[slot] (point id, global) and mask[slot] for every slot of every graph; blocks
+// (see left_share) have 2^block_shift slots.
 template <class Scalar>
-void build_ball_trees(const Scalar* coords, int64_t num_points, int64_t dim,
-                             const int64_t* node_ptr, const int64_t* slot_ptr, int64_t num_graphs,
-                             int64_t block_size, int64_t* index, bool* mask) {
+void build_ball_trees(const Scalar* coords, int64_t dim, const int64_t* node_ptr, const int64_t* slot_ptr,
+                      int64_t num_graphs, int block_shift, int64_t* index, bool* mask) {
+  const TreeOutput out{index, mask, block_shift};
   switch (dim) {
-    case 1: return build_ball_trees_dim<Scalar, 1>(coords, num_points, dim, node_ptr, slot_ptr, num_graphs, block_size, index, mask);
-    case 2: return build_ball_trees_dim<Scalar, 2>(coords, num_points, dim, node_ptr, slot_ptr, num_graphs, block_size, index, mask);
-    case 3: return build_ball_trees_dim<Scalar, 3>(coords, num_points, dim, node_ptr, slot_ptr, num_graphs, block_size, index, mask);
-    default: return build_ball_trees_dim<Scalar, 0>(coords, num_points, dim, node_ptr, slot_ptr, num_graphs, block_size, index, mask);
+    case 1: return build_ball_trees_index<Scalar, 1>(coords, dim, node_ptr, slot_ptr, num_graphs, out);
+    case 2: return build_ball_trees_index<Scalar, 2>(coords, dim, node_ptr, slot_ptr, num_graphs, out);
+    case 3: return build_ball_trees_index<Scalar, 3>(coords, dim, node_ptr, slot_ptr, num_graphs, out);
+    default: return build_ball_trees_index<Scalar, 0>(coords, dim, node_ptr, slot_ptr, num_graphs, out);
   }
 }
 

@@ -15,11 +15,10 @@ using IndexArray = py::array_t<int64_t, py::array::c_style | py::array::forcecas
 
 template <class Scalar>
 static void build(py::array pos, const int64_t* nodes, const int64_t* slots, int64_t num_graphs,
-                  int64_t block_size, int64_t* index, bool* mask) {
+                  int block_shift, int64_t* index, bool* mask) {
   const auto coords = py::array_t<Scalar, py::array::c_style>::ensure(pos);
   py::gil_scoped_release release;
-  erwin::build_ball_trees(coords.data(), coords.shape(0), coords.shape(1), nodes, slots, num_graphs, block_size,
-                          index, mask);
+  erwin::build_ball_trees(coords.data(), coords.shape(1), nodes, slots, num_graphs, block_shift, index, mask);
 }
 
 static py::tuple partition(py::array pos, IndexArray node_ptr, IndexArray slot_ptr, int64_t block_size) {
@@ -28,7 +27,11 @@ static py::tuple partition(py::array pos, IndexArray node_ptr, IndexArray slot_p
       node_ptr.size() < 2) {
     throw std::invalid_argument("node_ptr and slot_ptr must be 1-D of equal length >= 2");
   }
-  if (block_size < 1) throw std::invalid_argument("block_size must be positive");
+  if (block_size < 1 || (block_size & (block_size - 1)) != 0) {
+    throw std::invalid_argument("block_size must be a power of two");
+  }
+  int block_shift = 0;
+  while (int64_t{1} << block_shift < block_size) ++block_shift;
   const int64_t num_graphs = node_ptr.size() - 1;
   const int64_t* nodes = node_ptr.data();
   const int64_t* slots = slot_ptr.data();
@@ -45,9 +48,9 @@ static py::tuple partition(py::array pos, IndexArray node_ptr, IndexArray slot_p
   py::array_t<bool> mask(num_slots);
   if (!(pos.flags() & py::array::c_style)) throw std::invalid_argument("pos must be C-contiguous");
   if (py::isinstance<py::array_t<float>>(pos)) {
-    build<float>(pos, nodes, slots, num_graphs, block_size, index.mutable_data(), mask.mutable_data());
+    build<float>(pos, nodes, slots, num_graphs, block_shift, index.mutable_data(), mask.mutable_data());
   } else if (py::isinstance<py::array_t<double>>(pos)) {
-    build<double>(pos, nodes, slots, num_graphs, block_size, index.mutable_data(), mask.mutable_data());
+    build<double>(pos, nodes, slots, num_graphs, block_shift, index.mutable_data(), mask.mutable_data());
   } else {
     throw std::invalid_argument("pos must be float32 or float64");
   }
