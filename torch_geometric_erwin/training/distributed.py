@@ -1,12 +1,21 @@
 """Process-group helpers for ``torchrun`` (DDP: nccl on GPU, gloo on CPU)."""
 from __future__ import annotations
 
+import collections
 import datetime
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+#: The tensors of the most recent collectives. gloo's worker threads release a finished collective's
+#: tensors themselves; when a worker holds the last reference to a tensor made in Python, releasing it
+#: needs the GIL. A process group destroyed at that moment (its destructor joins the workers while
+#: holding the GIL, e.g. when DDP's reducer is freed) then deadlocks: this hung two-process runs at
+#: exit. Keeping the tensors referenced here means a worker never frees the last reference.
+_RECENT_COLLECTIVES: collections.deque = collections.deque(maxlen=64)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class DistributedContext:
     def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over processes in place (no-op on one process)."""
         if self.enabled:
+            _RECENT_COLLECTIVES.append(tensor)
             dist.all_reduce(tensor)
         return tensor
 
@@ -78,4 +88,5 @@ def init_distributed(device: str = "auto") -> DistributedContext:
 
 def destroy_distributed(context: DistributedContext) -> None:
     if context.enabled and dist.is_initialized():
+        dist.barrier()  # no rank tears down while another still waits on a collective
         dist.destroy_process_group()
