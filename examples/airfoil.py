@@ -2,34 +2,14 @@
 encodings of both coordinates, trained by relative L2 (Erwin paper, Appendix C)."""
 import sys
 
-from torch_geometric_erwin.training import InputEncoder, NodeRegression, SinusoidalEncoding
-from torch_geometric_erwin.training.cli import Experiment, pde_training, run, split_views
-from torch_geometric_erwin.transforms import KNNGraphTransform
+from torch_geometric_erwin.training import InputEncoder, SinusoidalEncoding
+from torch_geometric_erwin.training.cli import geo_fno_experiment, pde_training, run
 
-C_IN = 64
-
-
-def _dataset():
-    from torch_geometric_erwin.datasets import Airfoil
-    return Airfoil
-
-
-def load(args):
-    # the reference's graph: 8 nearest neighbours, the node itself included
-    return split_views(_dataset()(args.data, split=None, transform=KNNGraphTransform(8, loop=True)))
-
-
-def build_task(backbone, args):
-    encoder = InputEncoder(["pos"], C_IN, encodings={"pos": SinusoidalEncoding(2, C_IN)})
-    return NodeRegression(backbone(C_IN), encoder, out_channels=1, loss="rel_l2",
-                          denormalize=lambda v: _dataset().denormalize(v))
-
-
-EXPERIMENT = Experiment(
-    name="airfoil", description=__doc__, dim=2, preset="airfoil", sizes=("small",),
-    train=pde_training(epochs=8000, train_size=1000, batch_size=8, lr=1e-3),
-    load=load, build_task=build_task,
-    layout="raw/airfoil/naca/NACA_Cylinder_{X,Y,Q}.npy (Geo-FNO 'PDE Benchmarks' folder)")
+EXPERIMENT = geo_fno_experiment(
+    "airfoil", "Airfoil", __doc__,
+    encoder=lambda width: InputEncoder(["pos"], width, encodings={"pos": SinusoidalEncoding(2, width)}),
+    out_channels=1, train=pde_training(epochs=8000, train_size=1000, batch_size=8, lr=1e-3),
+    layout="airfoil/naca/NACA_Cylinder_{X,Y,Q}.npy")
 
 if __name__ == "__main__":
     sys.exit(run(EXPERIMENT))

@@ -31,8 +31,10 @@ from torch_geometric.io import fs
 from torch_geometric_erwin.training.checkpoint import load_checkpoint, seed_everything
 from torch_geometric_erwin.training.distributed import (DistributedContext, destroy_distributed,
                                                         init_distributed)
+from torch_geometric_erwin.training.tasks import NodeRegression
 from torch_geometric_erwin.training.tasks.base import Task
 from torch_geometric_erwin.training.trainer import Trainer, TrainConfig, steps_for_budget
+from torch_geometric_erwin.transforms import KNNGraphTransform
 
 #: Signature of a backbone factory: ``(in_channels, size, experiment) -> module`` with ``out_channels``.
 BackboneFactory = Callable[[int, str, "Experiment"], nn.Module]
@@ -54,6 +56,36 @@ def split_views(dataset) -> Tuple[Any, Any, Any]:
     ``get_idx_split()`` (the processed file is read once, not once per split)."""
     split = dataset.get_idx_split()
     return tuple(dataset[split[key]] for key in ("train", "valid", "test"))
+
+
+def geo_fno_experiment(name: str, dataset: str, description: str, encoder: Callable[[int], nn.Module],
+                       out_channels: int, train: Dict[str, Any], layout: str) -> "Experiment":
+    """One of the four Geo-FNO PDE benchmarks (airfoil, pipe, elasticity, plasticity) as the reference
+    runs them: 2-D, the ``<name>-small`` preset, the reference's graph (8 nearest neighbours, the node
+    itself included), a node-wise regression head trained by relative L2 and reported on the
+    denormalised fields.
+
+    Args:
+        dataset: the class name in :mod:`torch_geometric_erwin.datasets` (``"Airfoil"``).
+        encoder: ``(width) -> module`` embedding the raw node fields into ``width`` channels.
+        train: :func:`pde_training` of the benchmark.
+    """
+    width = 64
+
+    def dataset_class():
+        import torch_geometric_erwin.datasets as datasets
+        return getattr(datasets, dataset)
+
+    def load(args):
+        return split_views(dataset_class()(args.data, split=None, transform=KNNGraphTransform(8, loop=True)))
+
+    def build_task(backbone, args):
+        return NodeRegression(backbone(width), encoder(width), out_channels=out_channels, loss="rel_l2",
+                              denormalize=lambda v: dataset_class().denormalize(v))
+
+    return Experiment(name=name, description=description, dim=2, preset=name, sizes=("small",), train=train,
+                      load=load, build_task=build_task,
+                      layout=f"raw/{layout} (Geo-FNO 'PDE Benchmarks' folder)")
 
 
 class UsageError(Exception):
