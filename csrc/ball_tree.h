@@ -27,6 +27,10 @@
 #include <utility>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace erwin {
 
 // Unsigned integers that order as the coordinates do, so a radix sort can order them.
@@ -67,7 +71,7 @@ struct TreeOutput {
   }
 };
 
-// Nodes with more points than this run their independent parts as OpenMP tasks.
+// Nodes with at most this many points never make OpenMP tasks.
 constexpr int64_t kTaskCutoff = 4096;
 // Nodes with at most this many points are built on bit masks (one 64-bit word per dimension).
 constexpr int64_t kSmall = 64;
@@ -105,15 +109,15 @@ class SmallNodes {
     return dim_;
   }
 
-  // sorted[d * stride + r]: id (within the graph) of the point of rank r along d;
-  // point_of[id] is scratch.
-  template <class Index>
+  // sorted[d * stride + r]: id of the point of rank r along d, global_id(id) its id in the
+  // input; point_of[id] is scratch.
+  template <class Index, class GlobalId>
   void build(const Scalar* coords, int64_t num_points, const Index* sorted, int64_t stride, uint8_t* point_of,
-             int64_t first_id, int64_t slot_lo, int64_t num_slots, const TreeOutput& out) {
+             GlobalId global_id, int64_t slot_lo, int64_t num_slots, const TreeOutput& out) {
     const int64_t dim = this->dim();
     const Index* by_first = sorted;
     for (int64_t e = 0; e < num_points; ++e) {
-      ids_[e] = first_id + by_first[e];
+      ids_[e] = global_id(by_first[e]);
       point_of[by_first[e]] = uint8_t(e);
     }
     for (int64_t d = 0; d < dim; ++d) {
@@ -154,10 +158,9 @@ class SmallNodes {
         const Scalar low = value_[d * kSmall + __builtin_ctzll(masks[d])];
         const Scalar high = value_[d * kSmall + 63 - __builtin_clzll(masks[d])];
         const double spread = double(high) - double(low);
-        if (spread > best_spread) {
-          best = d;
-          best_spread = spread;
-        }
+        const bool wider = spread > best_spread;  // selects, not a branch: wider is a coin flip
+        best = wider ? d : best;
+        best_spread = wider ? spread : best_spread;
       }
       const auto [left_points, left_slots] = left_share(num_points, num_slots, out.block_shift);
       const uint8_t* by_best = &order_[best * kSmall];
@@ -193,27 +196,69 @@ class SmallNodes {
   Table<uint64_t, kDim, kSmall + 1> masks_;    // [stack row][d] -> ranks along d
 };
 
-// The tree of one graph. Index holds ids within the graph (int32 whenever they fit).
+// The tree of one graph, or of one node of it that an OpenMP task builds. Index holds ids
+// within it (int32 whenever they fit). Every dimension has a list of the ids sorted along it,
+// in two copies (a split reads one and writes the other); a node owns the same range of each.
+//
+// A task's node is first copied out (ids renumbered, coordinates and lists its own), so that
+// the scratch array side_, indexed by id, is never shared between threads: ids of sibling
+// subtrees interleave, and threads writing to the same cache lines would slow each other down.
 template <class Scalar, int kDim, class Index>
 class GraphTree {
  public:
-  GraphTree(const Scalar* coords, int64_t num_points, int64_t dim, int64_t first_id, TreeOutput out)
-      : coords_(coords + first_id * dim),
-        num_points_(num_points),
+  // A whole graph: ids are positions in the input after first_id.
+  GraphTree(const Scalar* coords, int64_t num_points, int64_t dim, int64_t first_id, TreeOutput out,
+            int64_t task_size)
+      : num_points_(num_points),
         dim_(dim),
         first_id_(first_id),
+        task_size_(task_size),
         out_(out),
+        coords_(coords + first_id * dim),
         lists_(2 * dim * num_points),
-        side_(num_points) {}
-
-  void build(int64_t slot_lo, int64_t num_slots) {
-    for (int64_t d = 0; d < dim(); ++d) {
-#pragma omp task default(none) firstprivate(d) if (num_points_ > kTaskCutoff)
+        side_(num_points),
+        renumber_(num_points > task_size ? num_points : 0) {
+    for (int64_t d = 0; d < dim; ++d) {
+#pragma omp task default(none) firstprivate(d) if (num_points_ > task_size_)
       sort_along(d);
     }
 #pragma omp taskwait
+  }
+
+  // Node [lo, hi) of parent's lists of parity `parity`; id r is its point of rank r along 0.
+  GraphTree(GraphTree& parent, int64_t lo, int64_t hi, int64_t parity)
+      : num_points_(hi - lo),
+        dim_(parent.dim_),
+        first_id_(0),
+        task_size_(parent.task_size_),
+        out_(parent.out_),
+        own_coords_(num_points_ * dim()),
+        global_ids_(num_points_),
+        coords_(own_coords_.data()),
+        lists_(2 * dim() * num_points_),
+        side_(num_points_),
+        renumber_(num_points_ > task_size_ ? num_points_ : 0) {
+    const Index* by_first = parent.list(parity, 0) + lo;
+    Index* first = list(0, 0);
+    for (int64_t r = 0; r < num_points_; ++r) {
+      const Index id = by_first[r];
+      parent.renumber_[id] = Index(r);
+      first[r] = Index(r);
+      global_ids_[r] = parent.global_id(id);
+      std::copy_n(parent.coords_ + id * dim(), dim(), &own_coords_[r * dim()]);
+    }
+    for (int64_t d = 1; d < dim(); ++d) {
+      const Index* from = parent.list(parity, d) + lo;
+      Index* to = list(0, d);
+      for (int64_t r = 0; r < num_points_; ++r) to[r] = parent.renumber_[from[r]];
+    }
+  }
+
+  // Builds the tree into slots [slot_lo, slot_lo + num_slots) of the output.
+  void build(int64_t slot_lo, int64_t num_slots) {
     SmallNodes<Scalar, kDim> small(dim());
     split(0, num_points_, 0, slot_lo, num_slots, small);
+#pragma omp taskwait  // tasks copy from this tree
   }
 
  private:
@@ -225,6 +270,8 @@ class GraphTree {
   Index* list(int64_t parity, int64_t d) { return lists_.data() + (parity * dim() + d) * num_points_; }
 
   Scalar coord(Index id, int64_t d) const { return coords_[id * dim() + d]; }
+
+  int64_t global_id(Index id) const { return global_ids_.empty() ? first_id_ + id : global_ids_[id]; }
 
   // list(0, d) = ids ordered by (coordinate d, id): least-significant-digit radix sort by bytes
   // of the order key; it is stable and starts from ascending ids, so ties stay in id order.
@@ -267,12 +314,13 @@ class GraphTree {
     }
   }
 
-  // Node [lo, hi) of every sorted list of parity `parity`; the children use the other parity.
+  // Node [lo, hi) of the lists of parity `parity`; the children use the other parity.
   void split(int64_t lo, int64_t hi, int64_t parity, int64_t slot_lo, int64_t num_slots,
              SmallNodes<Scalar, kDim>& small) {
     const int64_t n = hi - lo;
     if (n <= kSmall) {
-      small.build(coords_, n, list(parity, 0) + lo, num_points_, side_.data(), first_id_, slot_lo, num_slots, out_);
+      small.build(coords_, n, list(parity, 0) + lo, num_points_, side_.data(),
+                  [this](Index id) { return global_id(id); }, slot_lo, num_slots, out_);
       return;
     }
     int64_t best = 0;
@@ -291,7 +339,7 @@ class GraphTree {
     for (int64_t r = lo; r < mid; ++r) side_[by_best[r]] = 0;
     for (int64_t r = mid; r < hi; ++r) side_[by_best[r]] = 1;
     for (int64_t d = 0; d < dim(); ++d) {
-#pragma omp task default(none) firstprivate(d, lo, hi, mid, parity, best) if (n > kTaskCutoff)
+#pragma omp task default(none) firstprivate(d, lo, hi, mid, parity, best) if (n > task_size_)
       {
         const Index* from = list(parity, d);
         Index* to = list(1 - parity, d);
@@ -310,37 +358,42 @@ class GraphTree {
       }
     }
 #pragma omp taskwait
-    if (n > kTaskCutoff) {
+    if (n > task_size_) {
 #pragma omp task default(none) firstprivate(lo, mid, parity, slot_lo, left_slots)
-      {
-        SmallNodes<Scalar, kDim> own(dim());
-        split(lo, mid, 1 - parity, slot_lo, left_slots, own);
-      }
+      GraphTree(*this, lo, mid, 1 - parity).build(slot_lo, left_slots);
     } else {
       split(lo, mid, 1 - parity, slot_lo, left_slots, small);
     }
     split(mid, hi, 1 - parity, slot_lo + left_slots, num_slots - left_slots, small);
   }
 
-  const Scalar* coords_;
-  const int64_t num_points_, dim_, first_id_;
+  const int64_t num_points_, dim_, first_id_, task_size_;
   const TreeOutput out_;
-  std::vector<Index> lists_;   // [parity][d][rank]: two copies, a split writes the other one
-  std::vector<uint8_t> side_;  // [id] scratch: child of a split, point of a small node
+  std::vector<Scalar> own_coords_;   // a task's copy: [id][d]
+  std::vector<int64_t> global_ids_;  // a task's ids in the input; empty for a graph
+  const Scalar* coords_;
+  std::vector<Index> lists_;     // [parity][d][rank along d] -> id
+  std::vector<uint8_t> side_;    // [id] scratch: child of a split, point of a small node
+  std::vector<Index> renumber_;  // [id] -> id in a task's copy; only where tasks are made
 };
 
 template <class Scalar, int kDim, class Index>
 void build_ball_trees_dim(const Scalar* coords, int64_t dim, const int64_t* node_ptr, const int64_t* slot_ptr,
                           int64_t num_graphs, TreeOutput out) {
-#pragma omp parallel default(none) shared(coords, dim, node_ptr, slot_ptr, num_graphs, out)
+  // Nodes above this size make tasks: about four per thread, never tiny ones.
+#ifdef _OPENMP
+  const int64_t threads = omp_get_max_threads();
+#else
+  const int64_t threads = 1;
+#endif
+  const int64_t task_size = std::max(kTaskCutoff, node_ptr[num_graphs] / (4 * threads));
+#pragma omp parallel default(none) shared(coords, dim, node_ptr, slot_ptr, num_graphs, out, task_size)
 #pragma omp single
   for (int64_t g = 0; g < num_graphs; ++g) {
     if (node_ptr[g + 1] == node_ptr[g]) continue;
-#pragma omp task default(none) shared(coords, dim, node_ptr, slot_ptr, out) firstprivate(g)
-    {
-      GraphTree<Scalar, kDim, Index> tree(coords, node_ptr[g + 1] - node_ptr[g], dim, node_ptr[g], out);
-      tree.build(slot_ptr[g], slot_ptr[g + 1] - slot_ptr[g]);
-    }
+#pragma omp task default(none) shared(coords, dim, node_ptr, slot_ptr, out, task_size) firstprivate(g)
+    GraphTree<Scalar, kDim, Index>(coords, node_ptr[g + 1] - node_ptr[g], dim, node_ptr[g], out, task_size)
+        .build(slot_ptr[g], slot_ptr[g + 1] - slot_ptr[g]);
   }
 }
 
