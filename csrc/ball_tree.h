@@ -71,6 +71,22 @@ struct TreeOutput {
   }
 };
 
+// An allocator that leaves new elements uninitialised (scalars only): the work arrays are
+// written before they are read, and zeroing them first cost a few percent.
+template <class T>
+struct Uninitialized : std::allocator<T> {
+  template <class U>
+  struct rebind {  // std::allocator's own would make the vector's allocator a plain one
+    using other = Uninitialized<U>;
+  };
+  template <class U>
+  void construct(U* element) noexcept {
+    ::new (static_cast<void*>(element)) U;
+  }
+};
+template <class T>
+using Buffer = std::vector<T, Uninitialized<T>>;
+
 // Nodes with at most this many points never make OpenMP tasks.
 constexpr int64_t kTaskCutoff = 4096;
 // Nodes with at most this many points are built on bit masks (one 64-bit word per dimension).
@@ -101,8 +117,8 @@ class SmallNodes {
         order_(make_table<uint8_t, kDim, kSmall>(dim)),
         rank_bit_(make_table<uint64_t, kDim, kSmall>(dim)),
         value_(make_table<Scalar, kDim, kSmall>(dim)),
-        pending_(),
-        masks_(make_table<uint64_t, kDim, kSmall + 1>(dim)) {}
+        nodes_(),
+        masks_(make_table<uint64_t, kDim, 2 * kSmall>(dim)) {}
 
   int64_t dim() const {
     if constexpr (kDim > 0) return kDim;
@@ -129,8 +145,8 @@ class SmallNodes {
         value_[d * kSmall + r] = coords[by_d[r] * dim + d];
       }
     }
+    nodes_[0] = {num_points, slot_lo, num_slots};
     std::fill_n(masks_.data(), dim, num_points == 64 ? ~uint64_t{0} : (uint64_t{1} << num_points) - 1);
-    pending_[0] = {num_points, slot_lo, num_slots};
     split_all(out);
   }
 
@@ -139,51 +155,64 @@ class SmallNodes {
     int64_t num_points, slot_lo, num_slots;
   };
 
-  // Depth-first over a stack: node i is pending_[i] with masks_ row i (masks[d]: the ranks
-  // along d of its points). A split leaves the right child in row i and the left one in i + 1.
-  // Children have fewer points than their parent, so at most kSmall + 1 rows are in use.
+  // Breadth-first, one depth at a time: nodes_[i] with masks_ row i (masks[d]: the ranks along
+  // d of its points) for the nodes of one depth, rows kSmall + i for their children. Nodes of
+  // one depth are of (nearly) one size, so the loops below run (nearly) the same number of
+  // times for all of them, and their branches are predicted well.
   void split_all(const TreeOutput& out) {
     const int64_t dim = this->dim();
-    for (int64_t top = 0; top >= 0;) {
-      const auto [num_points, slot_lo, num_slots] = pending_[top];
-      uint64_t* masks = &masks_[top * dim];
-      if (num_points == 1) {  // along dimension 0 rank and point coincide
-        out.leaf(slot_lo, num_slots, ids_[__builtin_ctzll(masks[0])]);
-        --top;
-        continue;
-      }
-      int64_t best = 0;
-      double best_spread = -1;
-      for (int64_t d = 0; d < dim; ++d) {
-        const Scalar low = value_[d * kSmall + __builtin_ctzll(masks[d])];
-        const Scalar high = value_[d * kSmall + 63 - __builtin_clzll(masks[d])];
-        const double spread = double(high) - double(low);
-        const bool wider = spread > best_spread;  // selects, not a branch: wider is a coin flip
-        best = wider ? d : best;
-        best_spread = wider ? spread : best_spread;
-      }
-      const auto [left_points, left_slots] = left_share(num_points, num_slots, out.block_shift);
-      const uint8_t* by_best = &order_[best * kSmall];
-      if (num_points == 2) {  // two leaves, the smaller key first: no masks to build
-        out.leaf(slot_lo, left_slots, ids_[by_best[__builtin_ctzll(masks[best])]]);
-        out.leaf(slot_lo + left_slots, num_slots - left_slots, ids_[by_best[63 - __builtin_clzll(masks[best])]]);
-        --top;
-        continue;
-      }
-      uint64_t rest = masks[best];
-      for (int64_t k = 0; k < left_points; ++k) rest &= rest - 1;
-      const uint64_t left_ranks = masks[best] ^ rest;  // the left_points lowest ranks along best
-      uint64_t* left = masks + dim;
-      for (int64_t d = 0; d < dim; ++d) {
-        uint64_t bits = 0;  // a loop over set bits: short, and not worth vectorising
-        for (uint64_t ranks = left_ranks; ranks != 0; ranks &= ranks - 1) {
-          bits |= rank_bit_[d * kSmall + by_best[__builtin_ctzll(ranks)]];
+    Node* nodes = nodes_.data();
+    Node* children = nodes + kSmall;
+    uint64_t* masks_of = masks_.data();
+    uint64_t* children_masks = masks_of + kSmall * dim;
+    for (int64_t count = 1; count > 0;) {
+      int64_t next = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        const auto [num_points, slot_lo, num_slots] = nodes[i];
+        const uint64_t* masks = masks_of + i * dim;
+        if (num_points == 1) {  // along dimension 0 rank and point coincide
+          out.leaf(slot_lo, num_slots, ids_[__builtin_ctzll(masks[0])]);
+          continue;
         }
-        left[d] = bits;
-        masks[d] ^= bits;
+        int64_t best = 0;
+        double best_spread = -1;
+        for (int64_t d = 0; d < dim; ++d) {
+          const Scalar low = value_[d * kSmall + __builtin_ctzll(masks[d])];
+          const Scalar high = value_[d * kSmall + 63 - __builtin_clzll(masks[d])];
+          const double spread = double(high) - double(low);
+          const bool wider = spread > best_spread;  // selects, not a branch: wider is a coin flip
+          best = wider ? d : best;
+          best_spread = wider ? spread : best_spread;
+        }
+        const auto [left_points, left_slots] = left_share(num_points, num_slots, out.block_shift);
+        const uint8_t* by_best = &order_[best * kSmall];
+        if (num_points == 2) {  // two leaves, the smaller key first: no masks to build
+          out.leaf(slot_lo, left_slots, ids_[by_best[__builtin_ctzll(masks[best])]]);
+          out.leaf(slot_lo + left_slots, num_slots - left_slots, ids_[by_best[63 - __builtin_clzll(masks[best])]]);
+          continue;
+        }
+        uint64_t rest = masks[best];
+        for (int64_t k = 0; k < left_points; ++k) rest &= rest - 1;
+        const uint64_t left_ranks = masks[best] ^ rest;  // the left_points lowest ranks along best
+        uint64_t* left = children_masks + next * dim;
+        uint64_t* right = left + dim;
+        for (int64_t d = 0; d < dim; ++d) {
+          uint64_t bits = left_ranks;
+          if (d != best) {  // a loop over set bits: short, and not worth vectorising
+            bits = 0;
+            for (uint64_t ranks = left_ranks; ranks != 0; ranks &= ranks - 1) {
+              bits |= rank_bit_[d * kSmall + by_best[__builtin_ctzll(ranks)]];
+            }
+          }
+          left[d] = bits;
+          right[d] = masks[d] ^ bits;
+        }
+        children[next++] = {left_points, slot_lo, left_slots};
+        children[next++] = {num_points - left_points, slot_lo + left_slots, num_slots - left_slots};
       }
-      pending_[top] = {num_points - left_points, slot_lo + left_slots, num_slots - left_slots};
-      pending_[++top] = {left_points, slot_lo, left_slots};
+      std::swap(nodes, children);
+      std::swap(masks_of, children_masks);
+      count = next;
     }
   }
 
@@ -192,8 +221,8 @@ class SmallNodes {
   Table<uint8_t, kDim, kSmall> order_;         // [d][rank] -> point
   Table<uint64_t, kDim, kSmall> rank_bit_;     // [d][point] -> 1 << rank
   Table<Scalar, kDim, kSmall> value_;          // [d][rank] -> coordinate
-  std::array<Node, kSmall + 1> pending_;       // stack of nodes to split
-  Table<uint64_t, kDim, kSmall + 1> masks_;    // [stack row][d] -> ranks along d
+  std::array<Node, 2 * kSmall> nodes_;         // the nodes of one depth, then their children
+  Table<uint64_t, kDim, 2 * kSmall> masks_;    // [row][d] -> ranks along d of the node in row
 };
 
 // The tree of one graph, or of one node of it that an OpenMP task builds. Index holds ids
@@ -282,7 +311,7 @@ class GraphTree {
       Index id;
     };
     constexpr int kBytes = sizeof(Key);
-    std::vector<Entry> entries(num_points_), scratch(num_points_);
+    Buffer<Entry> entries(num_points_), scratch(num_points_);
     std::array<std::array<int64_t, 256>, kBytes> counts{};
     for (int64_t i = 0; i < num_points_; ++i) {
       const Key key = order_key(coord(Index(i), d));
@@ -369,12 +398,12 @@ class GraphTree {
 
   const int64_t num_points_, dim_, first_id_, task_size_;
   const TreeOutput out_;
-  std::vector<Scalar> own_coords_;   // a task's copy: [id][d]
-  std::vector<int64_t> global_ids_;  // a task's ids in the input; empty for a graph
+  Buffer<Scalar> own_coords_;   // a task's copy: [id][d]
+  Buffer<int64_t> global_ids_;  // a task's ids in the input; empty for a graph
   const Scalar* coords_;
-  std::vector<Index> lists_;     // [parity][d][rank along d] -> id
-  std::vector<uint8_t> side_;    // [id] scratch: child of a split, point of a small node
-  std::vector<Index> renumber_;  // [id] -> id in a task's copy; only where tasks are made
+  Buffer<Index> lists_;     // [parity][d][rank along d] -> id
+  Buffer<uint8_t> side_;    // [id] scratch: child of a split, point of a small node
+  Buffer<Index> renumber_;  // [id] -> id in a task's copy; only where tasks are made
 };
 
 template <class Scalar, int kDim, class Index>
