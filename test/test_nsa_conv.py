@@ -88,12 +88,19 @@ def dense_reference(conv, x, pos, tree):
     return (conv.out_compressed(o_cmp.reshape(S, -1)), conv.out_selected(o_slc.reshape(S, -1)), selections)
 
 
+@pytest.fixture(params=["union", "per-query"])
+def selected_form(request, monkeypatch):
+    """Force one of the two equal forms of the selected branch (the module picks by cost)."""
+    monkeypatch.setattr(ErwinNSAConv, "_prefer_union", staticmethod(lambda *args: request.param == "union"))
+    return request.param
+
+
 @pytest.mark.parametrize("config", [
     dict(compress=8, local_size=16, k=3, kv_heads=2),
     dict(compress=16, local_size=8, k=2, kv_heads=1),
     dict(compress=8, local_size=8, k=20, kv_heads=4, mask_padding=False),
 ])
-def test_compressed_and_selected_match_dense_reference(config):
+def test_compressed_and_selected_match_dense_reference(config, selected_form):
     conv = make_conv(query_chunk_size=16, **config).double()
     region = conv.region_size
     x, pos, tree = make_inputs([70, 33, 9], region)
@@ -135,7 +142,7 @@ def test_padding_slots_never_change_real_outputs():
     torch.testing.assert_close(moved[tree.mask], base[tree.mask])
 
 
-def test_batch_consistency_and_chunking():
+def test_batch_consistency_and_chunking(selected_form):
     conv = make_conv(query_chunk_size=16).double()
     sizes = [70, 5, 33]
     x, pos, tree = make_inputs(sizes, conv.region_size)
@@ -271,3 +278,19 @@ def test_checkpointed_memory_is_linear_in_graph_size():
     small = saved_bytes(conv, *make_inputs([256], conv.region_size)[:2], make_inputs([256], conv.region_size)[2])
     large = saved_bytes(conv, *make_inputs([2048], conv.region_size)[:2], make_inputs([2048], conv.region_size)[2])
     assert large <= 8.5 * small
+
+
+def test_both_forms_of_the_selected_branch_give_the_same_gradients(monkeypatch):
+    conv = make_conv(compress=8, local_size=16, k=3, kv_heads=2, query_chunk_size=32).double()
+    x, pos, tree = make_inputs([70, 33], conv.region_size)
+    x, pos = x.double(), pos.double()
+    grads = []
+    for union in (True, False):
+        monkeypatch.setattr(ErwinNSAConv, "_prefer_union", staticmethod(lambda *args, use=union: use))
+        conv.zero_grad()
+        xi = x.clone().requires_grad_()
+        conv.branches(xi, pos, ptr=tree.ptr, mask=tree.mask).selected.square().sum().backward()
+        grads.append([xi.grad] + [p.grad.clone() for p in conv.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 1
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
