@@ -94,7 +94,7 @@ constexpr int64_t kLocal = 32768;
 // Nodes with at most this many points are built on bit masks (one 64-bit word per dimension).
 constexpr int64_t kSmall = 64;
 
-// A fixed-size array for kDim > 0 (no allocation per task), a vector for run-time dimensions.
+// A fixed-size array for kDim > 0 (no allocation per tree), a vector for run-time dimensions.
 template <class T, int kDim, int64_t kPerDim>
 using Table = std::conditional_t<(kDim > 0), std::array<T, (kDim > 0 ? kDim : 1) * kPerDim>, std::vector<T>>;
 
@@ -113,16 +113,17 @@ struct SortEntry {
   Index id;
 };
 
-// Writes the ids of `entries` to `sorted` in order of their keys: a least-significant-digit
-// radix sort by bytes, stable (equal keys keep their order in `entries`), where a byte that all
-// keys share needs no pass. `scratch` is as long as `entries`; both are overwritten.
-template <class Key, class Index>
-void radix_sort(Buffer<SortEntry<Key, Index>>& entries, Buffer<SortEntry<Key, Index>>& scratch, Index* sorted) {
+// Writes the ids of the entries make_entry(0), ..., make_entry(n - 1) to `sorted` in order of
+// their keys: a least-significant-digit radix sort by bytes, stable (equal keys keep their
+// order), where a byte that all keys share needs no pass. `entries` and `scratch` hold n.
+template <class Key, class Index, class MakeEntry>
+void radix_sort(int64_t n, MakeEntry make_entry, Buffer<SortEntry<Key, Index>>& entries,
+                Buffer<SortEntry<Key, Index>>& scratch, Index* sorted) {
   constexpr int kBytes = sizeof(Key);
-  const int64_t n = entries.size();
   std::array<std::array<int64_t, 256>, kBytes> counts{};
-  for (const auto& entry : entries) {
-    for (int b = 0; b < kBytes; ++b) ++counts[b][(entry.key >> (8 * b)) & 255];
+  for (int64_t i = 0; i < n; ++i) {
+    entries[i] = make_entry(i);
+    for (int b = 0; b < kBytes; ++b) ++counts[b][(entries[i].key >> (8 * b)) & 255];
   }
   std::array<int, kBytes> passes;
   int num_passes = 0;
@@ -292,16 +293,17 @@ class SortedTree {
     // Equal coordinates must end up in id order, so each stable sort starts from id order.
     Buffer<Index> by_id(ids_ ? num_points_ : 0);
     if (ids_) {
-      Buffer<SortEntry<std::make_unsigned_t<Index>, Index>> id_entries(num_points_), id_scratch(num_points_);
-      for (int64_t i = 0; i < num_points_; ++i) id_entries[i] = {std::make_unsigned_t<Index>(ids_[i]), Index(i)};
-      radix_sort(id_entries, id_scratch, by_id.data());
+      using IdKey = std::make_unsigned_t<Index>;
+      Buffer<SortEntry<IdKey, Index>> id_entries(num_points_), id_scratch(num_points_);
+      const auto by_input = [this](int64_t i) { return SortEntry<IdKey, Index>{IdKey(ids_[i]), Index(i)}; };
+      radix_sort(num_points_, by_input, id_entries, id_scratch, by_id.data());
     }
     for (int64_t d = 0; d < dim(); ++d) {
-      for (int64_t i = 0; i < num_points_; ++i) {
+      const auto along_d = [this, d, &by_id](int64_t i) {
         const Index point = ids_ ? by_id[i] : Index(i);
-        entries[i] = {order_key(coord(point, d)), point};
-      }
-      radix_sort(entries, scratch, list(0, d));
+        return SortEntry<Key, Index>{order_key(coord(point, d)), point};
+      };
+      radix_sort(num_points_, along_d, entries, scratch, list(0, d));
     }
     SmallNodes<Scalar, kDim> small(dim());
     split(0, num_points_, 0, slot_lo, num_slots, small);
