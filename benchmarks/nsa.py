@@ -13,7 +13,9 @@ during the timed steps over its size after warm-up (Linux peak-RSS counter ``VmH
 through ``/proc/self/clear_refs``), which covers gradients, activations and temporaries. glibc
 is told to return every block above 128 KiB to the system on free (``MALLOC_MMAP_THRESHOLD_``), so
 freed activations do not linger in the resident set; code pages and library buffers touched
-during warm-up are excluded. On CUDA it is ``torch.cuda.max_memory_allocated``. Steps per second
+during warm-up are excluded; that memory run is a second process with one timed step, since
+returning every freed block makes each large allocation page-fault anew and would distort the
+speed. On CUDA it is ``torch.cuda.max_memory_allocated``, from the timed run. Steps per second
 are the median over the timed steps after warm-up. Machines are noisy: compare within one run.
 
     python benchmarks/nsa.py [--steps 5] [--warmup 2] [--batch-sizes 1 8] [--markdown]
@@ -31,6 +33,8 @@ import sys
 import time
 
 import torch
+
+from torch_geometric_erwin.nn import knn_graph
 
 #: task -> (points per cloud, input features, kNN neighbours, NSA preset, Erwin preset)
 TASKS = {
@@ -54,18 +58,6 @@ def tensor_mb(tensors) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
-def knn_edges(pos: torch.Tensor, batch: torch.Tensor, k: int) -> torch.Tensor:
-    """Directed kNN graph (source -> target, no self loops), computed per cloud (setup only)."""
-    edges, start = [], 0
-    for count in torch.bincount(batch).tolist():
-        cloud = pos[start:start + count]
-        nearest = torch.cdist(cloud, cloud).topk(min(k + 1, count), largest=False).indices[:, 1:]
-        target = torch.arange(count).repeat_interleave(nearest.shape[1])
-        edges.append(torch.stack([nearest.reshape(-1), target]) + start)
-        start += count
-    return torch.cat(edges, dim=1)
-
-
 def build_model(name: str, task: str, in_channels: int):
     from torch_geometric_erwin.nn import Erwin, ErwinNSA
 
@@ -76,13 +68,13 @@ def build_model(name: str, task: str, in_channels: int):
 
 
 def run_case(task: str, name: str, batch_size: int, steps: int, warmup: int, device: str) -> dict:
-    """One case, in the current process: returns steps/s and peak memory (MB)."""
+    """One case, in the current process: returns steps/s and peak memory (MB) over ``steps`` steps."""
     torch.manual_seed(0)
     points, features, neighbours, _, _ = TASKS[task]
     pos = torch.rand(batch_size * points, 3)
     batch = torch.arange(batch_size).repeat_interleave(points)
     x = torch.randn(pos.shape[0], features)
-    edge_index = knn_edges(pos, batch, neighbours)
+    edge_index = knn_graph(pos, neighbours, batch)
     target = torch.randn(pos.shape[0], 1)
 
     model = build_model(name, task, features).to(device)
@@ -125,6 +117,22 @@ def run_case(task: str, name: str, batch_size: int, steps: int, warmup: int, dev
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
+def run_subprocess(args, task: str, name: str, batch_size: int, steps: int, memory: bool) -> dict:
+    """One case in a fresh process. On CPU, speed and memory come from separate processes: the
+    memory run tells glibc to return freed blocks above 128 KiB to the system at once (so the
+    resident set follows the live tensors), which makes every large allocation page-fault anew
+    and would slow down the timed steps of whichever model allocates more."""
+    command = [sys.executable, __file__, "--case", task, name, str(batch_size), "--steps", str(steps),
+               "--warmup", str(args.warmup), "--device", args.device]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"} if memory else dict(os.environ)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if done.returncode:
+        raise RuntimeError(f"case {task}/{name}/{batch_size} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per case (median)")
@@ -149,15 +157,10 @@ def main():
         for batch_size in args.batch_sizes:
             result = {}
             for name in MODELS:
-                command = [sys.executable, __file__, "--case", task, name, str(batch_size),
-                           "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
-                if args.threads:
-                    command += ["--threads", str(args.threads)]
-                env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-                done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-                if done.returncode:
-                    raise RuntimeError(f"case {task}/{name}/{batch_size} failed:\n{done.stderr[-3000:]}")
-                result[name] = json.loads(done.stdout.strip().splitlines()[-1])
+                timed = run_subprocess(args, task, name, batch_size, args.steps, memory=False)
+                if args.device == "cpu":
+                    timed["peak_mb"] = run_subprocess(args, task, name, batch_size, 1, memory=True)["peak_mb"]
+                result[name] = timed
             rows.append((task, batch_size, result))
             print(f"{task} batch {batch_size}: " + ", ".join(
                 f"{name} {r['steps_per_s']:.2f} steps/s {r['peak_mb']:.0f} MB" for name, r in result.items()),

@@ -170,7 +170,7 @@ class ErwinNSAConv(nn.Module):
     def __init__(self, channels: int, num_heads: int, local: nn.Module, compress_ball_size: int,
                  local_ball_size: int, num_selected: int, head_dim: Optional[int] = None,
                  num_kv_heads: int = 1, dimensionality: int = 3, compress_hidden: Optional[int] = None,
-                 query_chunk_size: int = 1024, checkpoint: bool = True, mask_padding: bool = True):
+                 query_chunk_size: int = 256, checkpoint: bool = True, mask_padding: bool = True):
         super().__init__()
         self.channels = _positive_int("channels", channels)
         self.num_heads = _positive_int("num_heads", num_heads)

@@ -88,7 +88,7 @@ class ErwinNSA(nn.Module):
                  num_kv_heads: int = 1, head_dim: Optional[int] = None, compress_ball_size: int = 32,
                  local_ball_size: int = 128, num_selected: int = 16, rotate: float = 45.0, mp_steps: int = 3,
                  mlp_ratio: int = 4, out_channels: Optional[int] = None, dimensionality: int = 3,
-                 padding: str = "pow2", query_chunk_size: int = 1024, checkpoint: bool = True,
+                 padding: str = "pow2", query_chunk_size: int = 512, checkpoint: bool = True,
                  mask_padding: bool = True, knn: int = 16):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("depth", depth), ("mlp_ratio", mlp_ratio)):
