@@ -565,7 +565,8 @@ void build_ball_trees_index(const Scalar* coords, int64_t dim, const int64_t* no
 }
 
 // Fills index[slot] (point id, global) and mask[slot] for every slot of every graph; blocks
-// (see left_share) have 2^block_shift slots.
+// (see left_share) have 2^block_shift slots. Every node must get at least one point, which the
+// bindings check up front (pow2 or compact padding).
 template <class Scalar>
 void build_ball_trees(const Scalar* coords, int64_t dim, const int64_t* node_ptr, const int64_t* slot_ptr,
                       int64_t num_graphs, int block_shift, int64_t* index, bool* mask) {

@@ -35,10 +35,17 @@ static py::tuple partition(py::array pos, IndexArray node_ptr, IndexArray slot_p
   const int64_t num_graphs = node_ptr.size() - 1;
   const int64_t* nodes = node_ptr.data();
   const int64_t* slots = slot_ptr.data();
+  if (nodes[0] != 0 || slots[0] != 0) throw std::invalid_argument("node_ptr and slot_ptr must start at 0");
   if (nodes[num_graphs] != pos.shape(0)) throw std::invalid_argument("node_ptr[-1] != num_points");
   for (int64_t g = 0; g < num_graphs; ++g) {
     const int64_t n = nodes[g + 1] - nodes[g], s = slots[g + 1] - slots[g];
-    if (n < 0 || s < n || (n == 0 && s != 0) || (n > 0 && s < 1)) {
+    // A node over k blocks gives floor(k/2) of them and floor(n floor(k/2) / k) of its points to
+    // the left child. Every child keeps a point if k is a power of two (pow2 padding) or the
+    // points fill the blocks as compact padding does, n > (k - 1) * block_size.
+    const int64_t blocks = s / block_size;
+    const bool fills_blocks = s <= block_size || (s % block_size == 0 && ((blocks & (blocks - 1)) == 0 ||
+                                                                          n > (blocks - 1) * block_size));
+    if (n < 0 || s < n || (n == 0 && s != 0) || (n > 0 && s < 1) || !fills_blocks) {
       throw std::invalid_argument("graph " + std::to_string(g) + " has " + std::to_string(n) +
                                   " points but " + std::to_string(s) + " slots");
     }
