@@ -30,6 +30,7 @@ allocated before it.
 
     python benchmarks/model.py [--reference PATH] [--repeats 3] [--device cpu] [--markdown]
     python benchmarks/model.py --quick      # small sizes, a smoke run
+    python benchmarks/model.py --reference PATH --sections readme   # one measurement only
 """
 from __future__ import annotations
 
@@ -279,7 +280,8 @@ def scaling_section(args, reference) -> None:
     print_table("Runtime exponent, batch 1, reference README configuration", header, rows, args.markdown)
 
 
-def padding_section(args) -> None:
+def padding_section(args, reference=None) -> None:
+    """Our model only: the reference has no compact padding."""
     num_graphs, num_points = (1, 5000) if args.quick else (16, 5000)
     configs = ["readme"] if args.quick else ["readme", "md-balls"]
     rows = []
@@ -307,6 +309,9 @@ def padding_section(args) -> None:
     print_table(f"Padding, batch {num_graphs} x {num_points} points", header, rows, args.markdown)
 
 
+SECTIONS = {"readme": readme_section, "scaling": scaling_section, "padding": padding_section}
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as handle:
@@ -329,6 +334,8 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU; default: torch's)")
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--markdown", action="store_true", help="print the tables in Markdown")
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS),
+                        help="which measurements to run (default: all)")
     parser.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeats is None:
@@ -355,9 +362,8 @@ def main():
     kernels = attention_kernels(README_CONFIG, args.device)
     print(f"attention kernel (ours): forward {kernels['fwd']}; forward+backward {kernels['train']}")
     start = time.perf_counter()
-    readme_section(args, reference)
-    scaling_section(args, reference)
-    padding_section(args)
+    for section in args.sections:
+        SECTIONS[section](args, reference)
     log(f"done in {time.perf_counter() - start:.0f} s")
 
 
