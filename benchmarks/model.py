@@ -37,20 +37,18 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import platform
-import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _reference import load_reference_erwin  # noqa: E402
-from nsa import status_mb  # noqa: E402
+from nsa import run_fresh, status_mb  # noqa: E402
 from tree_build import median_ms  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin, knn_graph  # noqa: E402
@@ -174,14 +172,8 @@ def peak_memory(model: str, mode: str, num_graphs: int, num_points: int, args, c
                 padding: str = "pow2") -> float:
     spec = dict(model=model, mode=mode, num_graphs=num_graphs, num_points=num_points, config=config,
                 padding=padding, device=args.device, reference=args.reference)
-    command = [sys.executable, os.path.abspath(__file__), "--memory-case", json.dumps(spec)]
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode:
-        raise RuntimeError(f"memory case {spec} failed:\n{done.stderr[-3000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+    return float(run_fresh([os.path.abspath(__file__), "--memory-case", json.dumps(spec)], args.threads,
+                           memory=True, what=f"memory case {spec}"))
 
 
 # ---------------------------------------------------------------------------------------------- output

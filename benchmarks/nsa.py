@@ -117,20 +117,26 @@ def run_case(task: str, name: str, batch_size: int, steps: int, warmup: int, dev
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def run_subprocess(args, task: str, name: str, batch_size: int, steps: int, memory: bool) -> dict:
-    """One case in a fresh process. On CPU, speed and memory come from separate processes: the
-    memory run tells glibc to return freed blocks above 128 KiB to the system at once (so the
-    resident set follows the live tensors), which makes every large allocation page-fault anew
-    and would slow down the timed steps of whichever model allocates more."""
-    command = [sys.executable, __file__, "--case", task, name, str(batch_size), "--steps", str(steps),
-               "--warmup", str(args.warmup), "--device", args.device]
-    if args.threads:
-        command += ["--threads", str(args.threads)]
+def run_fresh(command: list, threads, memory: bool, what: str) -> str:
+    """Run ``command`` (a case of a benchmark script) in a fresh Python process; its last stdout line.
+
+    ``memory`` tells glibc to return every freed block above 128 KiB to the system at once, so that
+    the resident set follows the live tensors. That makes every large allocation page-fault anew,
+    so speed is measured in processes without it.
+    """
+    command = [sys.executable, *command] + (["--threads", str(threads)] if threads else [])
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"} if memory else dict(os.environ)
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
-        raise RuntimeError(f"case {task}/{name}/{batch_size} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def run_case_fresh(args, task: str, name: str, batch_size: int, steps: int, memory: bool) -> dict:
+    """:func:`run_case` in a fresh process; on CPU, speed and memory come from separate ones."""
+    command = [os.path.abspath(__file__), "--case", task, name, str(batch_size), "--steps", str(steps),
+               "--warmup", str(args.warmup), "--device", args.device]
+    return json.loads(run_fresh(command, args.threads, memory, f"case {task}/{name}/{batch_size}"))
 
 
 def main():
@@ -157,9 +163,9 @@ def main():
         for batch_size in args.batch_sizes:
             result = {}
             for name in MODELS:
-                timed = run_subprocess(args, task, name, batch_size, args.steps, memory=False)
+                timed = run_case_fresh(args, task, name, batch_size, args.steps, memory=False)
                 if args.device == "cpu":
-                    timed["peak_mb"] = run_subprocess(args, task, name, batch_size, 1, memory=True)["peak_mb"]
+                    timed["peak_mb"] = run_case_fresh(args, task, name, batch_size, 1, memory=True)["peak_mb"]
                 result[name] = timed
             rows.append((task, batch_size, result))
             print(f"{task} batch {batch_size}: " + ", ".join(
