@@ -1,9 +1,13 @@
 // Python bindings of the ball-tree engine: torch_geometric_erwin._C.
-// Inputs are validated in Python (torch_geometric_erwin/tree/validation.py); the checks here
-// only protect memory safety.
+// Inputs are validated in Python (torch_geometric_erwin/tree/validation.py); the checks in
+// partition only protect memory safety. all_finite, batch_ptr and slot_ptr serve the checks
+// and offsets of the build path, each in one pass (torch_geometric_erwin/tree/engine.py has
+// their fallbacks).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -64,10 +68,80 @@ static py::tuple partition(py::array pos, IndexArray node_ptr, IndexArray slot_p
   return py::make_tuple(index, mask);
 }
 
+// No entry has the exponent of an infinity (all ones, also NaN's). Branch-free, so it vectorises.
+template <class Scalar, class Bits>
+static bool all_finite_as(const py::array& values) {
+  const auto array = py::array_t<Scalar, py::array::c_style | py::array::forcecast>::ensure(values);
+  const Scalar infinity = std::numeric_limits<Scalar>::infinity();
+  Bits exponent, bits, bad = 0;
+  std::memcpy(&exponent, &infinity, sizeof exponent);
+  const Scalar* data = array.data();
+  const py::ssize_t size = array.size();
+  for (py::ssize_t i = 0; i < size; ++i) {
+    std::memcpy(&bits, data + i, sizeof bits);
+    bad |= (bits & exponent) == exponent;
+  }
+  return bad == 0;
+}
+
+static bool all_finite(const py::array& values) {
+  if (py::isinstance<py::array_t<float>>(values)) return all_finite_as<float, uint32_t>(values);
+  if (py::isinstance<py::array_t<double>>(values)) return all_finite_as<double, uint64_t>(values);
+  throw std::invalid_argument("values must be float32 or float64");
+}
+
+// (0, node offsets [B + 1]) of a batch vector (graph id of every node, B = last id + 1; graph g
+// starts at the first node with an id >= g), or (1, None) if an id is negative, else (2, None)
+// if the ids are not sorted.
+static py::tuple batch_ptr(const IndexArray& batch) {
+  const int64_t* ids = batch.data();
+  const int64_t n = batch.size();
+  bool negative = false, unsorted = false;
+  for (int64_t i = 0; i < n; ++i) {
+    negative |= ids[i] < 0;
+    unsorted |= i > 0 && ids[i] < ids[i - 1];
+  }
+  if (negative || unsorted) return py::make_tuple(negative ? 1 : 2, py::none());
+  IndexArray ptr(n == 0 ? 1 : ids[n - 1] + 2);
+  int64_t* out = ptr.mutable_data();
+  int64_t g = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    while (g <= ids[i]) out[g++] = i;
+  }
+  out[g] = n;
+  return py::make_tuple(0, ptr);
+}
+
+// Slot offsets [B + 1]: per graph of n > 0 nodes the smallest power of two >= max(n, grain)
+// (pow2 padding) or the smallest multiple of grain >= n (compact padding); none when n = 0.
+static IndexArray slot_ptr(const IndexArray& node_ptr, bool pow2, int64_t grain) {
+  const int64_t* nodes = node_ptr.data();
+  IndexArray ptr(node_ptr.size());
+  int64_t* out = ptr.mutable_data();
+  out[0] = 0;
+  for (py::ssize_t g = 1; g < node_ptr.size(); ++g) {
+    const int64_t n = nodes[g] - nodes[g - 1];
+    int64_t slots = 0;
+    if (n > 0 && pow2) {
+      for (slots = 1; slots < std::max(n, grain);) slots *= 2;
+    } else if (n > 0) {
+      slots = (n + grain - 1) / grain * grain;
+    }
+    out[g] = out[g - 1] + slots;
+  }
+  return ptr;
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "C++/OpenMP ball-tree engine of torch_geometric_erwin";
   m.def("partition", &partition, py::arg("pos"), py::arg("node_ptr"), py::arg("slot_ptr"),
         py::arg("block_size"),
         "Ball-tree slot assignment of a ragged batch (pos float32 or float64, C-contiguous): "
         "returns (index [S] int64, mask [S] bool).");
+  m.def("all_finite", &all_finite, py::arg("values"), "Whether a float32 or float64 array has no NaN or Inf.");
+  m.def("batch_ptr", &batch_ptr, py::arg("batch"),
+        "(0, node offsets) of a sorted, non-negative batch vector, else (1, None) for a negative id "
+        "or (2, None) for unsorted ids.");
+  m.def("slot_ptr", &slot_ptr, py::arg("node_ptr"), py::arg("pow2"), py::arg("grain"),
+        "Slot offsets of the graphs: pow2 or compact padding to the granularity.");
 }

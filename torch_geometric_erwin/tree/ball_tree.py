@@ -5,7 +5,6 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,20 +32,6 @@ def granularity(ball_sizes: Optional[Sequence[int]] = None, strides: Optional[Se
         return 1
     pooled = [math.prod(strides[:level]) for level in range(len(ball_sizes))]
     return max(b * p for b, p in zip(ball_sizes, pooled))
-
-
-def _slot_ptr(node_ptr: Tensor, padding: str, grain: int) -> Tensor:
-    """``[B + 1]`` slot offsets: per graph the next power of two (at least ``grain``) or the
-    next multiple of ``grain`` slots, none for an empty graph. On the CPU ``node_ptr``, in numpy
-    (a handful of torch calls on ``[B]`` tensors costs more than building a small tree)."""
-    num_nodes = np.diff(node_ptr.numpy())
-    if padding == "pow2":
-        _, bits = np.frexp(np.maximum(num_nodes - 1, 0))  # bit length of n - 1, exact below 2^53
-        slots = np.maximum(np.left_shift(1, bits.astype(np.int64)), grain)
-    else:
-        slots = (num_nodes + grain - 1) // grain * grain
-    slots = np.where(num_nodes > 0, slots, 0)
-    return torch.from_numpy(np.concatenate([np.zeros(1, np.int64), np.cumsum(slots, dtype=np.int64)]))
 
 
 def _ptr(counts: Tensor) -> Tensor:
@@ -278,7 +263,7 @@ def build_ball_tree(pos: Tensor, batch: Optional[Tensor] = None, *, ptr: Optiona
     node_ptr = node_ptr_from(pos.shape[0], batch, ptr)
 
     grain = granularity(ball_sizes, strides)
-    slot_ptr = _slot_ptr(node_ptr, padding, grain)
+    slot_ptr = engine.slot_ptr(node_ptr, padding, grain)
     positions = _padded_positions(pos.detach()).cpu().contiguous()
     index, mask = engine.partition(positions, node_ptr, slot_ptr, grain, engine_name)
     tree = BallTree(index=index, mask=mask, ptr=slot_ptr, node_ptr=node_ptr,

@@ -7,9 +7,12 @@ warning). Both engines return identical trees.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import warnings
+from typing import Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -86,3 +89,48 @@ def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int,
     if engine == "torch":
         return torch_engine.partition(pos.double(), node_ptr, slot_ptr, int(block_size))
     raise ValueError(f"engine must be 'cpp' or 'torch', got {engine!r}")
+
+
+# Helpers of the build path: each is one pass in C++ when the extension is built, where the
+# torch and numpy fallbacks below take several passes and calls (which, at a few thousand
+# points per graph, cost as much as the tree itself).
+
+def all_finite(pos: Tensor) -> bool:
+    """Whether a floating tensor has no NaN or Inf entry."""
+    if _C is not None and pos.device.type == "cpu" and pos.dtype in (torch.float32, torch.float64):
+        return _C.all_finite(pos.detach().numpy())
+    # A sum is finite only if every entry is (NaN and Inf propagate): one reduction instead of
+    # an elementwise mask, and the exact test only where the sum is not finite.
+    return math.isfinite(float(pos.detach().sum())) or bool(torch.isfinite(pos).all())
+
+
+def batch_ptr(batch: np.ndarray) -> Tuple[int, Optional[Tensor]]:
+    """``(0, node_ptr)`` of an int64 batch vector, ``[B + 1]`` with ``B`` its last id plus one;
+    or ``(1, None)`` if an id is negative, else ``(2, None)`` if the ids are not sorted."""
+    if _C is not None:
+        status, ptr = _C.batch_ptr(batch)
+        return status, None if ptr is None else torch.from_numpy(ptr)
+    if batch.size == 0:
+        return 0, torch.zeros(1, dtype=torch.long)
+    unsorted = bool((batch[1:] < batch[:-1]).any())
+    if batch[0] < 0 or (unsorted and bool((batch < 0).any())):  # sorted: the first is the least
+        return 1, None
+    if unsorted:
+        return 2, None
+    # graph g starts at the first node with id >= g (empty graphs included)
+    return 0, torch.from_numpy(np.searchsorted(batch, np.arange(batch[-1] + 2)).astype(np.int64))
+
+
+def slot_ptr(node_ptr: Tensor, padding: str, grain: int) -> Tensor:
+    """``[B + 1]`` slot offsets: per graph the next power of two (at least ``grain``, a power of
+    two) for ``padding='pow2'``, or the next multiple of ``grain``; none for an empty graph."""
+    if _C is not None:
+        return torch.from_numpy(_C.slot_ptr(node_ptr.numpy(), padding == "pow2", grain))
+    num_nodes = np.diff(node_ptr.numpy())
+    if padding == "pow2":
+        _, bits = np.frexp(np.maximum(num_nodes - 1, 0))  # bit length of n - 1, exact below 2^53
+        slots = np.maximum(np.left_shift(1, bits.astype(np.int64)), grain)
+    else:
+        slots = (num_nodes + grain - 1) // grain * grain
+    slots = np.where(num_nodes > 0, slots, 0)
+    return torch.from_numpy(np.concatenate([np.zeros(1, np.int64), np.cumsum(slots, dtype=np.int64)]))

@@ -4,12 +4,12 @@ Every check raises before any work is done and names the offending argument.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from torch_geometric_erwin.tree import engine
 
 
 def is_power_of_two(value: int) -> bool:
@@ -28,9 +28,7 @@ def check_pos(pos) -> None:
         raise ValueError("pos is empty: a ball tree needs at least one node")
     if pos.shape[1] == 0:
         raise ValueError("pos has zero spatial dimensions: expected shape [num_nodes, dim >= 1]")
-    # A sum is finite only if every entry is (NaN and Inf propagate): one reduction instead of
-    # an elementwise mask, and the exact test only where the sum is not finite.
-    if not math.isfinite(float(pos.detach().sum())) and not bool(torch.isfinite(pos).all()):
+    if not engine.all_finite(pos):
         raise ValueError("pos contains NaN or Inf values")
 
 
@@ -85,15 +83,12 @@ def node_ptr_from(num_nodes: int, batch: Optional[Tensor], ptr: Optional[Tensor]
     if name == "batch":
         if values.size != num_nodes:
             raise ValueError(f"batch has {values.size} entries but pos has {num_nodes} nodes")
-        if values.size == 0:
-            return torch.zeros(1, dtype=torch.long)
-        unsorted = bool((values[1:] < values[:-1]).any())
-        if values[0] < 0 or (unsorted and bool((values < 0).any())):  # sorted: the first is the least
+        status, node_ptr = engine.batch_ptr(values)
+        if status == 1:
             raise ValueError("batch must not contain negative graph ids")
-        if unsorted:
+        if status == 2:
             raise ValueError("batch must be sorted (nodes of each graph contiguous, graph ids ascending)")
-        # graph g starts at the first node with id >= g (empty graphs included)
-        return torch.from_numpy(np.searchsorted(values, np.arange(values[-1] + 2)).astype(np.int64))
+        return node_ptr
     if values.size < 2 or values[0] != 0 or values[-1] != num_nodes:
         raise ValueError(f"ptr must start at 0 and end at num_nodes = {num_nodes}, got {vector.tolist()[:8]}")
     if bool((values[1:] < values[:-1]).any()):
