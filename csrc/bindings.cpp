@@ -96,12 +96,14 @@ static bool all_finite(const py::array& values) {
 static py::tuple batch_ptr(const IndexArray& batch) {
   const int64_t* ids = batch.data();
   const int64_t n = batch.size();
-  bool negative = false, unsorted = false;
-  for (int64_t i = 0; i < n; ++i) {
-    negative |= ids[i] < 0;
-    unsorted |= i > 0 && ids[i] < ids[i - 1];
+  // Sign bits, branch-free so that the loop vectorises: of the ids (any negative one), and of
+  // the steps (any descent, as long as no id is negative).
+  uint64_t signs = n > 0 ? uint64_t(ids[0]) : 0, steps = 0;
+  for (int64_t i = 1; i < n; ++i) {
+    signs |= uint64_t(ids[i]);
+    steps |= uint64_t(ids[i]) - uint64_t(ids[i - 1]);
   }
-  if (negative || unsorted) return py::make_tuple(negative ? 1 : 2, py::none());
+  if ((signs | steps) >> 63) return py::make_tuple(signs >> 63 ? 1 : 2, py::none());
   IndexArray ptr(n == 0 ? 1 : ids[n - 1] + 2);
   int64_t* out = ptr.mutable_data();
   int64_t g = 0;
