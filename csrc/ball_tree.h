@@ -343,15 +343,15 @@ class SortedTree {
     const auto [left_points, left_slots] = left_share(n, num_slots, out_.block_shift);
     const int64_t mid = lo + left_points;
     const Index* by_best = list(parity, best);
-    for (int64_t r = lo; r < mid; ++r) side_[by_best[r]] = 0;
-    for (int64_t r = mid; r < hi; ++r) side_[by_best[r]] = 1;
+    Index* to_best = list(1 - parity, best);
+    for (int64_t r = lo; r < hi; ++r) {  // the list of best keeps its order
+      side_[by_best[r]] = r >= mid;
+      to_best[r] = by_best[r];
+    }
     for (int64_t d = 0; d < dim(); ++d) {
+      if (d == best) continue;
       const Index* from = list(parity, d);
       Index* to = list(1 - parity, d);
-      if (d == best) {
-        std::copy(from + lo, from + hi, to + lo);
-        continue;
-      }
       int64_t left = lo, right = mid;  // stable partition by side, branch-free (sides are coin flips)
       for (int64_t r = lo; r < hi; ++r) {
         const Index point = from[r];
@@ -536,13 +536,12 @@ class RowTree {
 template <class Scalar, int kDim, class Index>
 void build_ball_trees_dim(const Scalar* coords, int64_t dim, const int64_t* node_ptr, const int64_t* slot_ptr,
                           int64_t num_graphs, TreeOutput out) {
-#pragma omp parallel default(none) shared(coords, dim, node_ptr, slot_ptr, num_graphs, out)
-#pragma omp single
+#pragma omp parallel for schedule(dynamic, 1) default(none) shared(coords, dim, node_ptr, slot_ptr, num_graphs, out)
   for (int64_t g = 0; g < num_graphs; ++g) {
     const int64_t num_points = node_ptr[g + 1] - node_ptr[g];
-    if (num_points == 0) continue;
-#pragma omp task default(none) shared(coords, dim, node_ptr, slot_ptr, out) firstprivate(g, num_points)
-    if (num_points <= kLocal) {
+    if (num_points == 0) {
+      continue;
+    } else if (num_points <= kLocal) {
       SortedTree<Scalar, kDim, Index>(coords + node_ptr[g] * dim, num_points, dim, nullptr, node_ptr[g], out)
           .build(slot_ptr[g], slot_ptr[g + 1] - slot_ptr[g]);
     } else {
