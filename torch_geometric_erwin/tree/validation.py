@@ -79,7 +79,7 @@ def node_ptr_from(num_nodes: int, batch: Optional[Tensor], ptr: Optional[Tensor]
     if vector.dim() != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {tuple(vector.shape)}")
     vector = vector.detach().to("cpu", torch.long)
-    values = vector.numpy()  # numpy: these passes over [N] cost less without the dispatcher
+    values = vector.numpy()  # passes over [N] in numpy or C++ cost less than torch calls here
     if name == "batch":
         if values.size != num_nodes:
             raise ValueError(f"batch has {values.size} entries but pos has {num_nodes} nodes")
