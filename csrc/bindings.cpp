@@ -92,7 +92,7 @@ static bool all_finite(const py::array& values) {
 
 // (0, node offsets [B + 1]) of a batch vector (graph id of every node, B = last id + 1; graph g
 // starts at the first node with an id >= g), or (1, None) if an id is negative, else (2, None)
-// if the ids are not sorted.
+// if the ids are not sorted: the codes of tree/engine.py's BATCH_OK, BATCH_NEGATIVE, BATCH_UNSORTED.
 static py::tuple batch_ptr(const IndexArray& batch) {
   const int64_t* ids = batch.data();
   const int64_t n = batch.size();

@@ -61,3 +61,39 @@ def test_default_is_cpp_when_built():
     result = run()
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["cpp", "0"]
+
+
+def test_build_path_helpers_agree_with_their_fallbacks(monkeypatch):
+    """all_finite, batch_ptr and slot_ptr give the same answers in C++ and in numpy/torch."""
+    import numpy as np
+    import torch
+
+    from torch_geometric_erwin.tree import engine
+
+    if not engine.cpp_available():
+        pytest.skip("C++ engine not built")
+    generator = np.random.default_rng(0)
+    positions = [torch.rand(50, 3), torch.rand(7, 2, dtype=torch.float64), torch.full((4, 1), 1e30)]
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        spoilt = torch.rand(30, 3)
+        spoilt[17, 1] = bad
+        positions.append(spoilt)
+    batches = [np.repeat(np.arange(5), generator.integers(0, 4, 5)), np.zeros(0, np.int64),
+               np.array([0, 0, 2, 2, 5]), np.array([0, 1, 1, 0]), np.array([-1, 0, 1]), np.array([1, 0, -2])]
+    node_ptrs = [torch.tensor([0, 1, 2, 5, 5, 1000, 1033]), torch.tensor([0, 4096, 4097])]
+    cases = [(engine.all_finite, (p,)) for p in positions]
+    cases += [(engine.batch_ptr, (b.astype(np.int64),)) for b in batches]
+    cases += [(engine.slot_ptr, (ptr, padding, grain)) for ptr in node_ptrs
+              for padding in ("pow2", "compact") for grain in (1, 16, 512)]
+    compiled = [fn(*args) for fn, args in cases]
+    monkeypatch.setattr(engine, "_C", None)
+    for (fn, args), expected in zip(cases, compiled):
+        got = fn(*args)
+        if isinstance(expected, tuple):
+            assert got[0] == expected[0], (fn.__name__, args)
+            assert (got[1] is None) == (expected[1] is None) and (got[1] is None or torch.equal(got[1], expected[1]))
+        elif isinstance(expected, torch.Tensor):
+            assert torch.equal(got, expected), (fn.__name__, args)
+        else:
+            assert got == expected, (fn.__name__, args)
+    assert compiled[:len(positions)] == [True, True, True, False, False, False]

@@ -104,21 +104,26 @@ def all_finite(pos: Tensor) -> bool:
     return math.isfinite(float(pos.detach().sum())) or bool(torch.isfinite(pos).all())
 
 
+#: What :func:`batch_ptr` found (the codes the C++ helper returns).
+BATCH_OK, BATCH_NEGATIVE, BATCH_UNSORTED = 0, 1, 2
+
+
 def batch_ptr(batch: np.ndarray) -> Tuple[int, Optional[Tensor]]:
-    """``(0, node_ptr)`` of an int64 batch vector, ``[B + 1]`` with ``B`` its last id plus one;
-    or ``(1, None)`` if an id is negative, else ``(2, None)`` if the ids are not sorted."""
+    """``(BATCH_OK, node_ptr)`` of an int64 batch vector, ``[B + 1]`` with ``B`` its last id plus
+    one; or ``(BATCH_NEGATIVE, None)`` if an id is negative, else ``(BATCH_UNSORTED, None)`` if the
+    ids are not sorted."""
     if _C is not None:
         status, ptr = _C.batch_ptr(batch)
         return status, None if ptr is None else torch.from_numpy(ptr)
     if batch.size == 0:
-        return 0, torch.zeros(1, dtype=torch.long)
+        return BATCH_OK, torch.zeros(1, dtype=torch.long)
     unsorted = bool((batch[1:] < batch[:-1]).any())
     if batch[0] < 0 or (unsorted and bool((batch < 0).any())):  # sorted: the first is the least
-        return 1, None
+        return BATCH_NEGATIVE, None
     if unsorted:
-        return 2, None
+        return BATCH_UNSORTED, None
     # graph g starts at the first node with id >= g (empty graphs included)
-    return 0, torch.from_numpy(np.searchsorted(batch, np.arange(batch[-1] + 2)).astype(np.int64))
+    return BATCH_OK, torch.from_numpy(np.searchsorted(batch, np.arange(batch[-1] + 2)).astype(np.int64))
 
 
 def slot_ptr(node_ptr: Tensor, padding: str, grain: int) -> Tensor:

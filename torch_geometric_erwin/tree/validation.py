@@ -84,9 +84,9 @@ def node_ptr_from(num_nodes: int, batch: Optional[Tensor], ptr: Optional[Tensor]
         if values.size != num_nodes:
             raise ValueError(f"batch has {values.size} entries but pos has {num_nodes} nodes")
         status, node_ptr = engine.batch_ptr(values)
-        if status == 1:
+        if status == engine.BATCH_NEGATIVE:
             raise ValueError("batch must not contain negative graph ids")
-        if status == 2:
+        if status == engine.BATCH_UNSORTED:
             raise ValueError("batch must be sorted (nodes of each graph contiguous, graph ids ascending)")
         return node_ptr
     if values.size < 2 or values[0] != 0 or values[-1] != num_nodes:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch_geometric_erwin.nn.ball_attention import BallAttention
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding
 from torch_geometric_erwin.nn.graph import knn_graph
-from torch_geometric_erwin.nn.nsa_conv import ErwinNSAConv
+from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv
 from torch_geometric_erwin.nn.swiglu import SwiGLU
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
@@ -88,7 +88,7 @@ class ErwinNSA(nn.Module):
                  num_kv_heads: int = 1, head_dim: Optional[int] = None, compress_ball_size: int = 32,
                  local_ball_size: int = 128, num_selected: int = 16, rotate: float = 45.0, mp_steps: int = 3,
                  mlp_ratio: int = 4, out_channels: Optional[int] = None, dimensionality: int = 3,
-                 padding: str = "pow2", query_chunk_size: int = 512, checkpoint: bool = True,
+                 padding: str = "pow2", query_chunk_size: int = QUERY_CHUNK_SIZE, checkpoint: bool = True,
                  mask_padding: bool = True, knn: int = 16):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("depth", depth), ("mlp_ratio", mlp_ratio)):
