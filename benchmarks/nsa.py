@@ -16,7 +16,10 @@ freed activations do not linger in the resident set; code pages and library buff
 during warm-up are excluded; that memory run is a second process with one timed step, since
 returning every freed block makes each large allocation page-fault anew and would distort the
 speed. On CUDA it is ``torch.cuda.max_memory_allocated``, from the timed run. Steps per second
-are the median over the timed steps after warm-up. Machines are noisy: compare within one run.
+are the median over the timed steps after warm-up. "GFLOP/step" counts the floating-point
+operations of the matrix products (linear layers, attention) of one training step, recomputed
+chunks included (``torch.utils.flop_counter``): on a CPU, where a step is bound by those products,
+their ratio bounds what speed ratio either model can reach. Machines are noisy: compare within one run.
 
     python benchmarks/nsa.py [--steps 5] [--warmup 2] [--batch-sizes 1 8] [--markdown]
 """
@@ -33,6 +36,7 @@ import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from torch_geometric_erwin.nn import knn_graph
 
@@ -95,6 +99,9 @@ def run_case(task: str, name: str, batch_size: int, steps: int, warmup: int, dev
 
     for _ in range(warmup):
         step()
+    # one more untimed step, counting the floating-point operations of the matrix products
+    with FlopCounterMode(display=False) as flop_counter:
+        step()
     optimizer.zero_grad(set_to_none=True)
     gc.collect()
     parameters = list(model.parameters()) + list(head.parameters())
@@ -114,6 +121,7 @@ def run_case(task: str, name: str, batch_size: int, steps: int, warmup: int, dev
     else:
         peak = state + status_mb("VmHWM") - base
     return {"steps_per_s": 1 / statistics.median(times), "peak_mb": peak,
+            "gflop": flop_counter.get_total_flops() / 1e9,
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
@@ -174,13 +182,14 @@ def main():
 
     memory = "peak MB"
     header = (f"| task | batch | Erwin steps/s | ErwinNSA steps/s | speed NSA/Erwin | Erwin {memory} | "
-              f"ErwinNSA {memory} | memory NSA/Erwin | params Erwin / NSA |")
-    lines = [header, "|" + "---|" * 9]
+              f"ErwinNSA {memory} | memory NSA/Erwin | GFLOP/step Erwin / NSA | params Erwin / NSA |")
+    lines = [header, "|" + "---|" * 10]
     for task, batch_size, result in rows:
         erwin, nsa = result["Erwin"], result["ErwinNSA"]
         lines.append(f"| {task} | {batch_size} | {erwin['steps_per_s']:.2f} | {nsa['steps_per_s']:.2f} | "
                      f"{nsa['steps_per_s'] / erwin['steps_per_s']:.2f} | {erwin['peak_mb']:.0f} | "
                      f"{nsa['peak_mb']:.0f} | {nsa['peak_mb'] / erwin['peak_mb']:.2f} | "
+                     f"{erwin['gflop']:.1f} / {nsa['gflop']:.1f} | "
                      f"{erwin['parameters'] / 1e6:.2f}M / {nsa['parameters'] / 1e6:.2f}M |")
     print(f"device: {args.device} ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads), torch {torch.__version__}")

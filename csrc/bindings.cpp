@@ -17,6 +17,7 @@ namespace py = pybind11;
 
 using IndexArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
+// A pos array that is not C-contiguous is copied into one first.
 template <class Scalar>
 static void build(py::array pos, const int64_t* nodes, const int64_t* slots, int64_t num_graphs,
                   int block_shift, int64_t* index, bool* mask) {
@@ -57,7 +58,6 @@ static py::tuple partition(py::array pos, IndexArray node_ptr, IndexArray slot_p
   const int64_t num_slots = slots[num_graphs];
   py::array_t<int64_t> index(num_slots);
   py::array_t<bool> mask(num_slots);
-  if (!(pos.flags() & py::array::c_style)) throw std::invalid_argument("pos must be C-contiguous");
   if (py::isinstance<py::array_t<float>>(pos)) {
     build<float>(pos, nodes, slots, num_graphs, block_shift, index.mutable_data(), mask.mutable_data());
   } else if (py::isinstance<py::array_t<double>>(pos)) {
@@ -138,7 +138,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "C++/OpenMP ball-tree engine of torch_geometric_erwin";
   m.def("partition", &partition, py::arg("pos"), py::arg("node_ptr"), py::arg("slot_ptr"),
         py::arg("block_size"),
-        "Ball-tree slot assignment of a ragged batch (pos float32 or float64, C-contiguous): "
+        "Ball-tree slot assignment of a ragged batch (pos float32 or float64, any strides): "
         "returns (index [S] int64, mask [S] bool).");
   m.def("all_finite", &all_finite, py::arg("values"), "Whether a float32 or float64 array has no NaN or Inf.");
   m.def("batch_ptr", &batch_ptr, py::arg("batch"),

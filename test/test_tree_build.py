@@ -189,3 +189,31 @@ def test_ptr_and_batch_give_the_same_tree():
     b = build_ball_tree(pos, ptr=ptr, ball_sizes=[8], rotate=30)
     assert torch.equal(a.index, b.index) and torch.equal(a.ptr, b.ptr)
     assert a.ptr.diff().tolist() == [32, 0, 128]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_any_layout_and_input_type_gives_the_same_tree(engine):
+    """Strided positions, positions that require grad, half precision and int32 batch/ptr
+    vectors are converted by the build path, never misread."""
+    torch.manual_seed(0)
+    pos = torch.rand(300, 3)
+    sizes = torch.tensor([100, 200])
+    batch = torch.repeat_interleave(torch.arange(2), sizes)
+    expected = build_ball_tree(pos, batch, ball_sizes=[16], engine_name=engine)
+    strided = torch.rand(300, 6)
+    strided[:, ::2] = pos  # a view with column stride 2
+    variants = {
+        "strided": dict(pos=strided[:, ::2]),
+        "transposed": dict(pos=pos.t().contiguous().t()),
+        "requires grad": dict(pos=pos.clone().requires_grad_()),
+        "int32 batch": dict(batch=batch.int()),
+        "int32 ptr": dict(batch=None, ptr=torch.tensor([0, 100, 300], dtype=torch.int32)),
+    }
+    for name, change in variants.items():
+        kwargs = {"pos": pos, "batch": batch, **change}
+        tree = build_ball_tree(kwargs.pop("pos"), kwargs.pop("batch"), ball_sizes=[16], engine_name=engine,
+                               **kwargs)
+        assert torch.equal(tree.index, expected.index) and torch.equal(tree.mask, expected.mask), name
+    half = pos.half()
+    assert torch.equal(build_ball_tree(half, batch, ball_sizes=[16], engine_name=engine).index,
+                       build_ball_tree(half.float(), batch, ball_sizes=[16], engine_name=engine).index)

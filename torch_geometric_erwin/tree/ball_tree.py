@@ -264,8 +264,7 @@ def build_ball_tree(pos: Tensor, batch: Optional[Tensor] = None, *, ptr: Optiona
 
     grain = granularity(ball_sizes, strides)
     slot_ptr = engine.slot_ptr(node_ptr, padding, grain)
-    positions = _padded_positions(pos.detach()).cpu().contiguous()
-    index, mask = engine.partition(positions, node_ptr, slot_ptr, grain, engine_name)
+    index, mask = engine.partition(_padded_positions(pos), node_ptr, slot_ptr, grain, engine_name)
     tree = BallTree(index=index, mask=mask, ptr=slot_ptr, node_ptr=node_ptr,
                     ball_sizes=ball_sizes, strides=strides, padding=padding)
     if rotate != 0:

@@ -67,7 +67,8 @@ def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int,
     of ``block_size``, or a power of two). Inputs are validated by the caller.
 
     Args:
-        pos: ``[N, D]`` float32 or float64, contiguous, on the CPU. The split
+        pos: ``[N, D]`` float32 or float64 (any device and layout; the C++ engine works on
+            a contiguous host copy, or on ``pos`` itself when it is one). The split
             rule orders float32 keys exactly as their float64 values, and
             spreads are differenced in float64 by both engines.
         node_ptr: ``[B + 1]`` int64, CPU.
@@ -84,10 +85,10 @@ def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int,
     if engine == "cpp":
         if _C is None:
             raise ImportError(f"the C++ ball-tree engine is not built: {_import_error}")
-        index, mask = _C.partition(pos.numpy(), node_ptr.numpy(), slot_ptr.numpy(), int(block_size))
+        index, mask = _C.partition(pos.numpy(force=True), node_ptr.numpy(), slot_ptr.numpy(), int(block_size))
         return torch.from_numpy(index), torch.from_numpy(mask)
     if engine == "torch":
-        return torch_engine.partition(pos.double(), node_ptr, slot_ptr, int(block_size))
+        return torch_engine.partition(pos.detach().cpu().double(), node_ptr, slot_ptr, int(block_size))
     raise ValueError(f"engine must be 'cpp' or 'torch', got {engine!r}")
 
 
@@ -97,8 +98,8 @@ def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int,
 
 def all_finite(pos: Tensor) -> bool:
     """Whether a floating tensor has no NaN or Inf entry."""
-    if _C is not None and pos.device.type == "cpu" and pos.dtype in (torch.float32, torch.float64):
-        return _C.all_finite(pos.detach().numpy())
+    if _C is not None and pos.dtype in (torch.float32, torch.float64) and pos.device.type == "cpu":
+        return _C.all_finite(pos.numpy(force=True))
     # A sum is finite only if every entry is (NaN and Inf propagate): one reduction instead of
     # an elementwise mask, and the exact test only where the sum is not finite.
     return math.isfinite(float(pos.detach().sum())) or bool(torch.isfinite(pos).all())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,15 +19,18 @@ def is_power_of_two(value: int) -> bool:
 
 def check_pos(pos) -> None:
     """``pos`` must be a finite, floating ``[N, D]`` tensor with ``N, D >= 1``."""
+    # dtype and shape are read once: on the tree-build path every call into torch's Python
+    # bindings costs tens of microseconds when their code is out of the caches
     if not isinstance(pos, Tensor):
         raise TypeError(f"pos must be a torch.Tensor, got {type(pos).__name__}")
-    if not pos.is_floating_point():
-        raise TypeError(f"pos must be a floating-point tensor, got dtype {pos.dtype}")
-    if pos.dim() != 2:
-        raise ValueError(f"pos must have shape [num_nodes, dim], got shape {tuple(pos.shape)}")
-    if pos.shape[0] == 0:
+    dtype, shape = pos.dtype, pos.shape
+    if not dtype.is_floating_point:
+        raise TypeError(f"pos must be a floating-point tensor, got dtype {dtype}")
+    if len(shape) != 2:
+        raise ValueError(f"pos must have shape [num_nodes, dim], got shape {tuple(shape)}")
+    if shape[0] == 0:
         raise ValueError("pos is empty: a ball tree needs at least one node")
-    if pos.shape[1] == 0:
+    if shape[1] == 0:
         raise ValueError("pos has zero spatial dimensions: expected shape [num_nodes, dim >= 1]")
     if not engine.all_finite(pos):
         raise ValueError("pos contains NaN or Inf values")
@@ -74,12 +78,13 @@ def node_ptr_from(num_nodes: int, batch: Optional[Tensor], ptr: Optional[Tensor]
     name, vector = ("batch", batch) if batch is not None else ("ptr", ptr)
     if not isinstance(vector, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(vector).__name__}")
-    if vector.is_floating_point() or vector.is_complex() or vector.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor, got dtype {vector.dtype}")
-    if vector.dim() != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {tuple(vector.shape)}")
-    vector = vector.detach().to("cpu", torch.long)
-    values = vector.numpy()  # passes over [N] in numpy or C++ cost less than torch calls here
+    dtype, shape = vector.dtype, vector.shape
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got dtype {dtype}")
+    if len(shape) != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {tuple(shape)}")
+    # integer tensors carry no gradient; passes over [N] in numpy or C++ cost less than torch calls
+    values = vector.numpy(force=True).astype(np.int64, copy=False)
     if name == "batch":
         if values.size != num_nodes:
             raise ValueError(f"batch has {values.size} entries but pos has {num_nodes} nodes")
@@ -90,7 +95,7 @@ def node_ptr_from(num_nodes: int, batch: Optional[Tensor], ptr: Optional[Tensor]
             raise ValueError("batch must be sorted (nodes of each graph contiguous, graph ids ascending)")
         return node_ptr
     if values.size < 2 or values[0] != 0 or values[-1] != num_nodes:
-        raise ValueError(f"ptr must start at 0 and end at num_nodes = {num_nodes}, got {vector.tolist()[:8]}")
+        raise ValueError(f"ptr must start at 0 and end at num_nodes = {num_nodes}, got {values.tolist()[:8]}")
     if bool((values[1:] < values[:-1]).any()):
         raise ValueError("ptr must be non-decreasing")
-    return vector
+    return torch.from_numpy(values)
