@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import time
+from contextlib import ExitStack
 
 import numpy as np
 import torch
@@ -25,22 +27,28 @@ MD_BALLS, MD_STRIDES = [128, 128, 128, 64, 32], [2, 2, 2, 2]
 
 def median_ms(runs: dict, repeats: int, min_seconds: float) -> dict:
     """Median wall time of each callable. Implementations take turns within every round, so
-    a burst of load from elsewhere on the machine hits all of them alike; rounds continue
+    a burst of load from elsewhere on the machine hits all of them alike. Each round takes them
+    in a new random order: a call that follows scikit-learn + joblib (Python threads) finds the
+    OpenMP workers asleep and pays to wake them, one that follows an OpenMP library finds them
+    spinning, and a fixed order would give every round the same neighbours. Rounds continue
     until ``repeats`` rounds and ``min_seconds`` have passed."""
     for fn in runs.values():
         fn()  # warm-up (thread pools, allocations)
-    times = {name: [] for name in runs}
+    names = list(runs)
+    times = {name: [] for name in names}
+    order = random.Random(0)
     start = time.perf_counter()
     while min(len(t) for t in times.values()) < repeats or time.perf_counter() - start < min_seconds:
-        for name, fn in runs.items():
+        for name in order.sample(names, len(names)):
             tic = time.perf_counter()
-            fn()
+            runs[name]()
             times[name].append(time.perf_counter() - tic)
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-def competitors(pos: torch.Tensor, batch: torch.Tensor, rotations: bool):
-    """name -> zero-argument callable building the same trees."""
+def competitors(pos: torch.Tensor, batch: torch.Tensor, rotations: bool, stack: ExitStack):
+    """name -> zero-argument callable building the same trees (``stack`` keeps joblib's thread
+    pool alive between calls, so that no call pays for starting or stopping it)."""
     config = dict(ball_sizes=MD_BALLS, strides=MD_STRIDES, rotate=45.0) if rotations else {}
     runs = {}
     if cpp_available():
@@ -64,7 +72,7 @@ def competitors(pos: torch.Tensor, batch: torch.Tensor, rotations: bool):
     if BallTree is not None and not rotations:
         counts = torch.bincount(batch).tolist()
         clouds = np.split(pos.numpy(), np.cumsum(counts)[:-1])
-        parallel = Parallel(n_jobs=os.cpu_count(), prefer="threads")
+        parallel = stack.enter_context(Parallel(n_jobs=os.cpu_count(), prefer="threads"))
         runs["scikit-learn + joblib"] = lambda: parallel(delayed(BallTree)(cloud, leaf_size=1) for cloud in clouds)
     return runs
 
@@ -94,7 +102,8 @@ def main():
     for label, num_graphs, num_nodes, rotations in cases(args.quick):
         pos = torch.rand(num_graphs * num_nodes, 3, generator=generator)
         batch = torch.arange(num_graphs).repeat_interleave(num_nodes)
-        timings = median_ms(competitors(pos, batch, rotations), args.repeats, args.min_seconds)
+        with ExitStack() as stack:
+            timings = median_ms(competitors(pos, batch, rotations, stack), args.repeats, args.min_seconds)
         names += [name for name in timings if name not in names]
         rows.append((label, timings))
         print(label, {name: round(ms, 2) for name, ms in timings.items()}, flush=True)
