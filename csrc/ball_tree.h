@@ -60,6 +60,22 @@ inline std::pair<int64_t, int64_t> left_share(int64_t num_points, int64_t num_sl
   return {num_points / 2, num_slots / 2};
 }
 
+// The split dimension of a node: the one of largest spread high - low, the first one on ties;
+// spreads are differenced in double. extent(d) returns the node's (low, high) along d.
+template <class Extent>
+int64_t widest_dimension(int64_t dim, Extent extent) {
+  int64_t best = 0;
+  double best_spread = -1;
+  for (int64_t d = 0; d < dim; ++d) {
+    const auto [low, high] = extent(d);
+    const double spread = double(high) - double(low);
+    const bool wider = spread > best_spread;  // a select, not a branch: wider is a coin flip
+    best = wider ? d : best;
+    best_spread = wider ? spread : best_spread;
+  }
+  return best;
+}
+
 struct TreeOutput {
   int64_t* index;
   bool* mask;
@@ -217,16 +233,10 @@ class SmallNodes {
           out.leaf(slot_lo, num_slots, ids_[__builtin_ctzll(masks[0])]);
           continue;
         }
-        int64_t best = 0;
-        double best_spread = -1;
-        for (int64_t d = 0; d < dim; ++d) {
-          const Scalar low = value_[d * kSmall + __builtin_ctzll(masks[d])];
-          const Scalar high = value_[d * kSmall + 63 - __builtin_clzll(masks[d])];
-          const double spread = double(high) - double(low);
-          const bool wider = spread > best_spread;  // selects, not a branch: wider is a coin flip
-          best = wider ? d : best;
-          best_spread = wider ? spread : best_spread;
-        }
+        const int64_t best = widest_dimension(dim, [this, masks](int64_t d) {
+          return std::pair{value_[d * kSmall + __builtin_ctzll(masks[d])],
+                           value_[d * kSmall + 63 - __builtin_clzll(masks[d])]};
+        });
         const auto [left_points, left_slots] = left_share(num_points, num_slots, out.block_shift);
         const uint8_t* by_best = &order_[best * kSmall];
         if (num_points == 2) {  // two leaves, the smaller key first: no masks to build
@@ -330,16 +340,10 @@ class SortedTree {
                   [this](Index point) { return global_id(point); }, slot_lo, num_slots, out_);
       return;
     }
-    int64_t best = 0;
-    double best_spread = -1;
-    for (int64_t d = 0; d < dim(); ++d) {
+    const int64_t best = widest_dimension(dim(), [this, parity, lo, hi](int64_t d) {
       const Index* sorted = list(parity, d);
-      const double spread = double(coord(sorted[hi - 1], d)) - double(coord(sorted[lo], d));
-      if (spread > best_spread) {
-        best = d;
-        best_spread = spread;
-      }
-    }
+      return std::pair{coord(sorted[lo], d), coord(sorted[hi - 1], d)};
+    });
     const auto [left_points, left_slots] = left_share(n, num_slots, out_.block_shift);
     const int64_t mid = lo + left_points;
     const Index* by_best = list(parity, best);
@@ -437,11 +441,7 @@ class RowTree {
         high[d] = std::max(high[d], coords_[row * dim() + d]);
       }
     }
-    int64_t best = 0;
-    for (int64_t d = 1; d < dim(); ++d) {
-      if (double(high[d]) - double(low[d]) > double(high[best]) - double(low[best])) best = d;
-    }
-    return best;
+    return widest_dimension(dim(), [&low, &high](int64_t d) { return std::pair{low[d], high[d]}; });
   }
 
   // Rearranges rows [lo, hi) so that [lo, mid) holds the mid - lo smallest keys along d.
