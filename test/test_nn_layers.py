@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from torch_geometric_erwin.nn import ball_attention
 from torch_geometric_erwin.nn import (BallAttention, BallGeometry, BallPooling, BallUnpooling, ErwinBlock,
                                       ErwinEmbedding, SwiGLU, knn_graph, radius_graph)
 
@@ -58,6 +59,29 @@ def test_ball_attention_never_mixes_balls_and_sigma_gets_gradients():
     touched = x.grad.abs().sum(1) > 0
     assert touched[4:8].all() and not touched[:4].any() and not touched[8:].any()
     assert layer.sigma.grad is not None and layer.sigma.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3 * 16 * 16 * 4, 2**30])
+def test_ball_attention_training_path_matches_autograd_of_the_equations(monkeypatch, block_bytes):
+    """The CPU training path (written-out forward and backward, in blocks of balls: one ball per
+    block, blocks of 2 balls and 1 left over, or all at once) gives the outputs and gradients of
+    autograd through the equations, padding keys hidden, sigma included."""
+    monkeypatch.setattr(ball_attention, "_BLOCK_BYTES", block_bytes)
+    torch.manual_seed(4)
+    layer = BallAttention(12, num_heads=3, ball_size=16, dimensionality=3).double()
+    x, pos = torch.randn(80, 12, dtype=torch.float64), torch.randn(80, 3, dtype=torch.float64)
+    key_mask = torch.rand(80) > 0.3
+    key_mask[16:32] = False  # a ball without visible keys attends to all of its slots
+    weights = torch.randn(80, 12, dtype=torch.float64)
+    grads = []
+    for forward in (lambda xs: layer(xs, pos, key_mask), lambda xs: dense_ball_attention(layer, xs, pos, key_mask)):
+        layer.zero_grad()
+        xs = x.clone().requires_grad_()
+        out = forward(xs)
+        (out * weights).sum().backward()
+        grads.append((out.detach(), xs.grad, layer.sigma.grad.clone(), layer.qkv.weight.grad.clone()))
+    for ours, dense in zip(*grads):
+        torch.testing.assert_close(ours, dense)
 
 
 @pytest.mark.parametrize("kwargs, message", [

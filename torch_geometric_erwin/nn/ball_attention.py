@@ -42,6 +42,19 @@ class BallGeometry:
         return cls(rel_pos, torch.cdist(balls, balls), ball_size)
 
 
+#: Bytes of attention scores per block of balls in the CPU training path.
+_BLOCK_BYTES = 4 * 2**20
+
+
+def _ball_blocks(n: int, h: int, m: int, element_size: int):
+    """``(balls, rows)`` slices of blocks of whole balls: ``balls`` of the ``n`` balls, ``rows`` of
+    the ``n * h`` (ball, head) pairs, with at most :data:`_BLOCK_BYTES` of ``[m, m]`` scores each."""
+    step = max(1, _BLOCK_BYTES // (h * m * m * element_size))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        yield slice(start, stop), slice(start * h, stop * h)
+
+
 class _BallAttentionFunction(torch.autograd.Function):
     r"""Attention with the distance bias, :math:`\mathrm{softmax}(QK^\top/\sqrt{d_h} + \sigma_h D) V`
     per ball and head, with its gradients for :math:`Q, K, V, \sigma` written out (not for :math:`D`).
@@ -49,8 +62,11 @@ class _BallAttentionFunction(torch.autograd.Function):
     This is the CPU training path. SDPA's fused CPU kernel takes no gradient for a bias, so with a
     trainable :math:`\sigma` it falls back to its unfused path, which materialises several
     ``[n, h, m, m]`` tensors per call. Here the forward pass fills one such buffer (bias, then
-    scores, then probabilities, in place) and the backward pass one more; the gradient of
-    :math:`\sigma` is a batched matrix-vector product. Shapes: ``q, k, v [n, h, m, e]``
+    scores, then probabilities, in place), which the backward pass reads; the gradient of
+    :math:`\sigma` is a batched matrix-vector product. Both passes work through blocks of whole
+    balls (a few MB of scores each), so that every pass over a block's scores hits the caches, and
+    the backward pass's temporaries are small: as one ``[n, h, m, m]`` tensor (tens of MB) they
+    would be fresh memory, page-faulted in on every call. Shapes: ``q, k, v [n, h, m, e]``
     (contiguous), ``sigma [h]``, ``distance [n, m, m]``, ``hidden [n, 1, 1, m]`` (bool, keys to
     hide) or None.
     """
@@ -60,13 +76,19 @@ class _BallAttentionFunction(torch.autograd.Function):
                 hidden: Optional[Tensor]) -> Tensor:
         n, h, m, e = q.shape
         scale = e ** -0.5
-        scores = sigma.view(1, h, 1, 1) * distance.unsqueeze(1)
-        if hidden is not None:
-            scores.masked_fill_(hidden, float("-inf"))
-        scores = scores.view(n * h, m, m).baddbmm_(q.view(n * h, m, e), k.view(n * h, m, e).transpose(1, 2),
-                                                   alpha=scale)
-        attn = torch.softmax(scores, dim=-1, out=scores)
-        out = torch.bmm(attn, v.view(n * h, m, e)).view(n, h, m, e)
+        heads = sigma.view(1, h, 1, 1)
+        attn = q.new_empty(n * h, m, m)
+        out = q.new_empty(n * h, m, e)
+        q_rows, k_rows, v_rows = (t.view(n * h, m, e) for t in (q, k, v))
+        for balls, rows in _ball_blocks(n, h, m, q.element_size()):
+            block = attn[rows]
+            torch.mul(heads, distance[balls].unsqueeze(1), out=block.view(-1, h, m, m))
+            if hidden is not None:
+                block.view(-1, h, m, m).masked_fill_(hidden[balls], float("-inf"))
+            block.baddbmm_(q_rows[rows], k_rows[rows].transpose(1, 2), alpha=scale)
+            torch.softmax(block, dim=-1, out=block)
+            torch.bmm(block, v_rows[rows], out=out[rows])
+        out = out.view(n, h, m, e)
         ctx.save_for_backward(q, k, v, attn, distance, out)
         ctx.scale = scale
         return out
@@ -79,15 +101,19 @@ class _BallAttentionFunction(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         # softmax backward: dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P) = rowsum(dO * O)
         delta = (grad_out * out).sum(dim=-1).view(n * h, m, 1)
-        grad_out = grad_out.view(n * h, m, e)
-        grad_v = torch.bmm(attn.transpose(1, 2), grad_out).view(n, h, m, e)
-        grad_scores = torch.bmm(grad_out, v.view(n * h, m, e).transpose(1, 2)).sub_(delta).mul_(attn)
-        grad_sigma = None
-        if ctx.needs_input_grad[3]:
-            grad_sigma = torch.bmm(grad_scores.view(n, h, m * m), distance.reshape(n, m * m, 1)).sum(0).view(h)
-        grad_q = torch.bmm(grad_scores, k.view(n * h, m, e)).mul_(ctx.scale).view(n, h, m, e)
-        grad_k = torch.bmm(grad_scores.transpose(1, 2), q.view(n * h, m, e)).mul_(ctx.scale).view(n, h, m, e)
-        return grad_q, grad_k, grad_v, grad_sigma, None, None
+        grad_out, q, k, v = (t.view(n * h, m, e) for t in (grad_out, q, k, v))
+        grad_q, grad_k, grad_v = (torch.empty_like(t) for t in (q, k, v))
+        grad_sigma = q.new_zeros(h) if ctx.needs_input_grad[3] else None
+        for balls, rows in _ball_blocks(n, h, m, q.element_size()):
+            probs = attn[rows]
+            torch.bmm(probs.transpose(1, 2), grad_out[rows], out=grad_v[rows])
+            grad_scores = torch.bmm(grad_out[rows], v[rows].transpose(1, 2)).sub_(delta[rows]).mul_(probs)
+            if grad_sigma is not None:
+                pairs = rearrange(grad_scores, "(b h) i j -> b h (i j)", h=h)
+                grad_sigma += torch.bmm(pairs, rearrange(distance[balls], "b i j -> b (i j) 1")).sum(0).view(h)
+            torch.bmm(grad_scores, k[rows], out=grad_q[rows]).mul_(ctx.scale)
+            torch.bmm(grad_scores.transpose(1, 2), q[rows], out=grad_k[rows]).mul_(ctx.scale)
+        return (*(t.view(n, h, m, e) for t in (grad_q, grad_k, grad_v)), grad_sigma, None, None)
 
 
 class BallAttention(nn.Module):
