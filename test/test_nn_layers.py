@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from torch_geometric_erwin.nn import ball_attention
+from torch_geometric_erwin.nn import ball_attention, embedding
 from torch_geometric_erwin.nn import (BallAttention, BallGeometry, BallPooling, BallUnpooling, ErwinBlock,
                                       ErwinEmbedding, SwiGLU, knn_graph, radius_graph)
 
@@ -177,6 +177,26 @@ def test_embedding_is_eq_14():
         layer(x, pos)
     projection_only = ErwinEmbedding(3, 8, mp_steps=0)
     torch.testing.assert_close(projection_only(x, pos), projection_only.lin(x))
+
+
+@pytest.mark.parametrize("edge_block", [1, 7])
+def test_embedding_edge_blocks_give_the_same_values_and_gradients(monkeypatch, edge_block):
+    """Messages summed per block of edges (recomputed in the backward pass) equal the messages of
+    all edges at once, in the output and in every gradient."""
+    torch.manual_seed(7)
+    layer = ErwinEmbedding(3, 8, mp_steps=2).double()
+    x, pos = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 3, dtype=torch.float64)
+    edge_index = torch.randint(0, 11, (2, 30))  # node 11 receives no message
+    results = []
+    for block in (10**9, edge_block):
+        monkeypatch.setattr(embedding, "EDGE_BLOCK", block)
+        layer.zero_grad()
+        xs = x.clone().requires_grad_()
+        out = layer(xs, pos, edge_index)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        results.append([out.detach(), xs.grad] + [p.grad.clone() for p in layer.parameters()])
+    for whole, blocked in zip(*results):
+        torch.testing.assert_close(blocked, whole)
 
 
 def brute_force_neighbours(pos, batch, count, radius, loop):
