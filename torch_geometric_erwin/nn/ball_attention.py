@@ -76,13 +76,13 @@ class _BallAttentionFunction(torch.autograd.Function):
                 hidden: Optional[Tensor]) -> Tensor:
         n, h, m, e = q.shape
         scale = e ** -0.5
-        heads = sigma.view(1, h, 1, 1)
+        sigma_heads = sigma.view(1, h, 1, 1)
         attn = q.new_empty(n * h, m, m)
         out = q.new_empty(n * h, m, e)
         q_rows, k_rows, v_rows = (t.view(n * h, m, e) for t in (q, k, v))
         for balls, rows in _ball_blocks(n, h, m, q.element_size()):
             block = attn[rows]
-            torch.mul(heads, distance[balls].unsqueeze(1), out=block.view(-1, h, m, m))
+            torch.mul(sigma_heads, distance[balls].unsqueeze(1), out=block.view(-1, h, m, m))
             if hidden is not None:
                 block.view(-1, h, m, m).masked_fill_(hidden[balls], float("-inf"))
             block.baddbmm_(q_rows[rows], k_rows[rows].transpose(1, 2), alpha=scale)

@@ -85,7 +85,7 @@ class ErwinEmbedding(nn.Module):
         # batch of 16 x 2048 points and 16 neighbours, several per step) would be fresh memory,
         # page-faulted in on every call, where a block's stay in the caches.
         blocks = [slice(start, start + EDGE_BLOCK) for start in range(0, source.numel(), EDGE_BLOCK)]
-        if torch.compiler.is_compiling() or len(blocks) < 2:
+        if torch.compiler.is_compiling():
             blocks = [slice(None)]
         recompute = torch.is_grad_enabled() and len(blocks) > 1
         for messages, update in zip(self.messages, self.updates):
