@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from torch_geometric_erwin.nn import ball_attention, embedding
+from torch_geometric_erwin.nn import ball_attention, embedding, swiglu
 from torch_geometric_erwin.nn import (BallAttention, BallGeometry, BallPooling, BallUnpooling, ErwinBlock,
                                       ErwinEmbedding, SwiGLU, knn_graph, radius_graph)
 
@@ -115,12 +115,47 @@ def test_erwin_block_on_a_permutation_returns_the_original_order():
     torch.testing.assert_close(block(x, pos), h + block.mlp(block.norm2(h)))
 
 
+def swiglu_equation(layer, x):
+    return layer.w3(layer.w2(x) * (layer.w1(x) * torch.sigmoid(layer.w1(x))))
+
+
 def test_swiglu():
     torch.manual_seed(4)
     layer = SwiGLU(6, 10)
     x = torch.randn(5, 6)
-    expected = layer.w3(layer.w2(x) * (layer.w1(x) * torch.sigmoid(layer.w1(x))))
-    torch.testing.assert_close(layer(x), expected)
+    torch.testing.assert_close(layer(x), swiglu_equation(layer, x))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), swiglu_equation(layer, x))
+    assert layer(torch.randn(0, 6)).shape == (0, 6)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3 * 2 * 10 * 8, 2**30])
+def test_swiglu_cpu_path_matches_autograd_of_the_equation(monkeypatch, block_bytes):
+    """The CPU path (one GEMM for W1 and W2, the gated product per block of rows: one row per
+    block, blocks of 3 rows and 2 left over, or all rows at once, with its own backward pass)
+    gives the outputs and every gradient of autograd through the equation, for inputs with
+    leading batch dimensions, with and without autograd."""
+    monkeypatch.setattr(swiglu, "_BLOCK_BYTES", block_bytes)
+    torch.manual_seed(5)
+    layer = SwiGLU(6, 10).double()
+    for parameter in layer.parameters():
+        torch.nn.init.normal_(parameter)
+    x = torch.randn(2, 7, 6, dtype=torch.float64)
+    weights = torch.randn(2, 7, 6, dtype=torch.float64)
+    results = []
+    for forward in (layer, lambda xs: swiglu_equation(layer, xs)):
+        layer.zero_grad()
+        xs = x.clone().requires_grad_()
+        out = forward(xs)
+        (out * weights).sum().backward()
+        with torch.no_grad():
+            results.append([out.detach(), forward(x), xs.grad] + [p.grad.clone() for p in layer.parameters()])
+    for ours, equation in zip(*results):
+        torch.testing.assert_close(ours, equation)
+    torch.autograd.gradcheck(swiglu._SwiGLUFunction.apply, (
+        x[0].clone().requires_grad_(), torch.cat([layer.w1.weight, layer.w2.weight]).detach().requires_grad_(),
+        torch.cat([layer.w1.bias, layer.w2.bias]).detach().requires_grad_(),
+        layer.w3.weight.detach().clone().requires_grad_(), layer.w3.bias.detach().clone().requires_grad_()))
 
 
 def test_ball_pooling_and_unpooling_follow_eqs_12_13():
