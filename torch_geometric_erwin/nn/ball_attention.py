@@ -61,12 +61,12 @@ class _BallAttentionFunction(torch.autograd.Function):
 
     This is the CPU training path. SDPA's fused CPU kernel takes no gradient for a bias, so with a
     trainable :math:`\sigma` it falls back to its unfused path, which materialises several
-    ``[n, h, m, m]`` tensors per call. Here the forward pass fills one such buffer (bias, then
-    scores, then probabilities, in place), which the backward pass reads; the gradient of
-    :math:`\sigma` is a batched matrix-vector product. Both passes work through blocks of whole
-    balls (a few MB of scores each), so that every pass over a block's scores hits the caches, and
-    the backward pass's temporaries are small: as one ``[n, h, m, m]`` tensor (tens of MB) they
-    would be fresh memory, page-faulted in on every call. Shapes: ``q, k, v [n, h, m, e]``
+    ``[n, h, m, m]`` tensors per call. Here both passes work through blocks of whole balls (a few
+    MB of scores each), so that every pass over a block's scores hits the caches: the forward pass
+    fills one tensor per block (bias, then scores, then probabilities, in place), which the
+    backward pass reads, and the backward pass's temporaries are a block's size. As single
+    ``[n, h, m, m]`` tensors (tens of MB) they would be fresh memory, page-faulted in on every
+    call. The gradient of :math:`\sigma` is a dot product per ball and head. Shapes: ``q, k, v [n, h, m, e]``
     (contiguous), ``sigma [h]``, ``distance [n, m, m]``, ``hidden [n, 1, 1, m]`` (bool, keys to
     hide) or None.
     """
@@ -77,26 +77,29 @@ class _BallAttentionFunction(torch.autograd.Function):
         n, h, m, e = q.shape
         scale = e ** -0.5
         sigma_heads = sigma.view(1, h, 1, 1)
-        attn = q.new_empty(n * h, m, m)
         out = q.new_empty(n * h, m, e)
         q_rows, k_rows, v_rows = (t.view(n * h, m, e) for t in (q, k, v))
+        # one tensor of probabilities per block: a single [n h, m, m] buffer would be larger than
+        # what glibc serves from its heap (32 MiB), mapped afresh and page-faulted in on every call
+        probabilities = []
         for balls, rows in _ball_blocks(n, h, m, q.element_size()):
-            block = attn[rows]
+            block = q.new_empty(rows.stop - rows.start, m, m)
             torch.mul(sigma_heads, distance[balls].unsqueeze(1), out=block.view(-1, h, m, m))
             if hidden is not None:
                 block.view(-1, h, m, m).masked_fill_(hidden[balls], float("-inf"))
             block.baddbmm_(q_rows[rows], k_rows[rows].transpose(1, 2), alpha=scale)
             torch.softmax(block, dim=-1, out=block)
             torch.bmm(block, v_rows[rows], out=out[rows])
+            probabilities.append(block)
         out = out.view(n, h, m, e)
-        ctx.save_for_backward(q, k, v, attn, distance, out)
+        ctx.save_for_backward(q, k, v, distance, out, *probabilities)
         ctx.scale = scale
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
-        q, k, v, attn, distance, out = ctx.saved_tensors
+        q, k, v, distance, out, *probabilities = ctx.saved_tensors
         n, h, m, e = q.shape
         grad_out = grad_out.contiguous()
         # softmax backward: dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P) = rowsum(dO * O)
@@ -104,15 +107,17 @@ class _BallAttentionFunction(torch.autograd.Function):
         grad_out, q, k, v = (t.view(n * h, m, e) for t in (grad_out, q, k, v))
         grad_q, grad_k, grad_v = (torch.empty_like(t) for t in (q, k, v))
         grad_sigma = q.new_zeros(h) if ctx.needs_input_grad[3] else None
-        for balls, rows in _ball_blocks(n, h, m, q.element_size()):
-            probs = attn[rows]
+        scratch = torch.empty_like(probabilities[0])
+        for (balls, rows), probs in zip(_ball_blocks(n, h, m, q.element_size()), probabilities):
             torch.bmm(probs.transpose(1, 2), grad_out[rows], out=grad_v[rows])
-            grad_scores = torch.bmm(grad_out[rows], v[rows].transpose(1, 2)).sub_(delta[rows]).mul_(probs)
-            if grad_sigma is not None:
-                pairs = rearrange(grad_scores, "(b h) i j -> b h (i j)", h=h)
-                grad_sigma += torch.bmm(pairs, rearrange(distance[balls], "b i j -> b (i j) 1")).sum(0).view(h)
+            grad_scores = torch.bmm(grad_out[rows], v[rows].transpose(1, 2), out=scratch[:len(probs)])
+            grad_scores.sub_(delta[rows]).mul_(probs)
             torch.bmm(grad_scores, k[rows], out=grad_q[rows]).mul_(ctx.scale)
             torch.bmm(grad_scores.transpose(1, 2), q[rows], out=grad_k[rows]).mul_(ctx.scale)
+            if grad_sigma is not None:
+                # in place, as grad_scores is no longer needed (a bmm with one column is 3x slower)
+                pairs = rearrange(grad_scores, "(b h) i j -> b h (i j)", h=h)
+                grad_sigma += pairs.mul_(rearrange(distance[balls], "b i j -> b 1 (i j)")).sum(2).sum(0)
         return (*(t.view(n, h, m, e) for t in (grad_q, grad_k, grad_v)), grad_sigma, None, None)
 
 
