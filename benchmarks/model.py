@@ -17,7 +17,10 @@ and ``tree_idx_rot``), so they do identical maths. "Forward" is inference (eval 
 autograd); "forward+backward" is a training step without the optimizer (train mode, forward,
 mean-square of the output, backward). Times are medians over ``--repeats`` rounds after one
 warm-up call; our model and the reference take turns within every round, so load from
-elsewhere on the machine hits both alike. Compare ratios within one run.
+elsewhere on the machine hits both alike. In the README measurement the speed-up is the median,
+over rounds, of the reference's time over ours in the same round: a shared machine's speed
+drifts over minutes, and a ratio within a round cancels the drift that a ratio of two medians
+keeps. Compare ratios within one run.
 
 Peak memory is measured for every (model, mode, size) in a fresh subprocess. On CPU it is the
 growth of the process's peak resident set (Linux ``VmHWM``, reset through
@@ -39,6 +42,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from typing import Callable, Dict, List
@@ -49,7 +53,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _reference import load_reference_erwin  # noqa: E402
 from nsa import run_fresh, status_mb  # noqa: E402
-from tree_build import median_ms  # noqa: E402
+from tree_build import median_ms, round_times  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin, knn_graph  # noqa: E402
 from torch_geometric_erwin.tree import build_ball_tree, granularity  # noqa: E402
@@ -214,12 +218,15 @@ def readme_section(args, reference) -> None:
     for num_points in sizes:
         inputs = make_inputs(num_graphs, num_points, README_CONFIG, "pow2", args.device)
         slots = inputs["tree"].index.numel() // num_graphs
-        times = {}
+        times, speedups = {}, {}
         for mode in ("fwd", "train"):
             runs = {name: step_fn(name, models[name], inputs, mode, args.device) for name in names}
-            times[mode] = median_ms(runs, args.repeats, 0.0)
-            log(f"batch {num_graphs} x {num_points} {mode}: "
-                + ", ".join(f"{name} {ms:.0f} ms" for name, ms in times[mode].items()))
+            rounds = round_times(runs, args.repeats, 0.0)
+            times[mode] = {name: statistics.median(t) for name, t in rounds.items()}
+            if reference:
+                speedups[mode] = statistics.median(r / o for r, o in zip(rounds[REFERENCE], rounds[OURS]))
+            log(f"batch {num_graphs} x {num_points} {mode}, rounds: "
+                + ", ".join(f"{name} {' '.join(f'{ms:.0f}' for ms in t)} ms" for name, t in rounds.items()))
         memory = {mode: {name: peak_memory(name, mode, num_graphs, num_points, args) for name in names}
                   for mode in ("fwd", "train")}
         log(f"batch {num_graphs} x {num_points} peak MB: {memory}")
@@ -229,7 +236,7 @@ def readme_section(args, reference) -> None:
             time_row += [fmt_ms(times[mode][name]) for name in names]
             memory_row += [f"{memory[mode][name]:.0f}" for name in names]
             if reference:
-                time_row.append(f"{times[mode][REFERENCE] / times[mode][OURS]:.2f}x")
+                time_row.append(f"{speedups[mode]:.2f}x")
                 memory_row.append(f"{memory[mode][OURS] / memory[mode][REFERENCE]:.2f}")
         time_rows.append(time_row)
         memory_rows.append(memory_row)

@@ -25,12 +25,12 @@ from torch_geometric_erwin.tree.engine import cpp_available
 MD_BALLS, MD_STRIDES = [128, 128, 128, 64, 32], [2, 2, 2, 2]
 
 
-def median_ms(runs: dict, repeats: int, min_seconds: float) -> dict:
-    """Median wall time of each callable. Implementations take turns within every round, so
-    a burst of load from elsewhere on the machine hits all of them alike. Each round takes them
-    in a new random order: a call that follows scikit-learn + joblib (Python threads) finds the
-    OpenMP workers asleep and pays to wake them, one that follows an OpenMP library finds them
-    spinning, and a fixed order would give every round the same neighbours. Rounds continue
+def round_times(runs: dict, repeats: int, min_seconds: float) -> dict:
+    """Wall time in ms of each callable in every round. Implementations take turns within every
+    round, so a burst of load from elsewhere on the machine hits all of them alike. Each round
+    takes them in a new random order: a call that follows scikit-learn + joblib (Python threads)
+    finds the OpenMP workers asleep and pays to wake them, one that follows an OpenMP library finds
+    them spinning, and a fixed order would give every round the same neighbours. Rounds continue
     until ``repeats`` rounds and ``min_seconds`` have passed."""
     for fn in runs.values():
         fn()  # warm-up (thread pools, allocations)
@@ -42,8 +42,13 @@ def median_ms(runs: dict, repeats: int, min_seconds: float) -> dict:
         for name in order.sample(names, len(names)):
             tic = time.perf_counter()
             runs[name]()
-            times[name].append(time.perf_counter() - tic)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+            times[name].append(1e3 * (time.perf_counter() - tic))
+    return times
+
+
+def median_ms(runs: dict, repeats: int, min_seconds: float) -> dict:
+    """Median wall time in ms of each callable over the rounds of :func:`round_times`."""
+    return {name: statistics.median(t) for name, t in round_times(runs, repeats, min_seconds).items()}
 
 
 def competitors(pos: torch.Tensor, batch: torch.Tensor, rotations: bool, stack: ExitStack):
