@@ -84,6 +84,14 @@ def test_ball_attention_training_path_matches_autograd_of_the_equations(monkeypa
         torch.testing.assert_close(ours, dense)
 
 
+def test_attention_and_swiglu_training_paths_take_zero_rows():
+    x = torch.randn(0, 8, requires_grad=True)
+    attention, mlp = BallAttention(8, num_heads=2, ball_size=4), SwiGLU(8, 16)
+    (attention(x, torch.randn(0, 3)).sum() + mlp(x).sum()).backward()
+    assert x.grad.shape == (0, 8)
+    assert torch.equal(attention.sigma.grad, torch.zeros(2)) and torch.equal(mlp.w3.bias.grad, torch.zeros(8))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(channels=10, num_heads=4, ball_size=8), "divide"),
     (dict(channels=8, num_heads=2, ball_size=6), "power of two"),

@@ -107,7 +107,7 @@ class _BallAttentionFunction(torch.autograd.Function):
         grad_out, q, k, v = (t.view(n * h, m, e) for t in (grad_out, q, k, v))
         grad_q, grad_k, grad_v = (torch.empty_like(t) for t in (q, k, v))
         grad_sigma = q.new_zeros(h) if ctx.needs_input_grad[3] else None
-        scratch = torch.empty_like(probabilities[0])
+        scratch = q.new_empty(max((len(probs) for probs in probabilities), default=0), m, m)
         for (balls, rows), probs in zip(_ball_blocks(n, h, m, q.element_size()), probabilities):
             torch.bmm(probs.transpose(1, 2), grad_out[rows], out=grad_v[rows])
             grad_scores = torch.bmm(grad_out[rows], v[rows].transpose(1, 2), out=scratch[:len(probs)])
