@@ -67,6 +67,8 @@ def test_ball_attention_training_path_matches_autograd_of_the_equations(monkeypa
     block, blocks of 2 balls and 1 left over, or all at once) gives the outputs and gradients of
     autograd through the equations, padding keys hidden, sigma included."""
     monkeypatch.setattr(ball_attention, "_BLOCK_BYTES", block_bytes)
+    calls, ball_blocks = [], ball_attention._ball_blocks
+    monkeypatch.setattr(ball_attention, "_ball_blocks", lambda *args: calls.append(args) or ball_blocks(*args))
     torch.manual_seed(4)
     layer = BallAttention(12, num_heads=3, ball_size=16, dimensionality=3).double()
     x, pos = torch.randn(80, 12, dtype=torch.float64), torch.randn(80, 3, dtype=torch.float64)
@@ -80,6 +82,7 @@ def test_ball_attention_training_path_matches_autograd_of_the_equations(monkeypa
         out = forward(xs)
         (out * weights).sum().backward()
         grads.append((out.detach(), xs.grad, layer.sigma.grad.clone(), layer.qkv.weight.grad.clone()))
+    assert len(calls) == 2  # the layer took the written-out path, forward and backward
     for ours, dense in zip(*grads):
         torch.testing.assert_close(ours, dense)
 
@@ -144,6 +147,8 @@ def test_swiglu_cpu_path_matches_autograd_of_the_equation(monkeypatch, block_byt
     gives the outputs and every gradient of autograd through the equation, for inputs with
     leading batch dimensions, with and without autograd."""
     monkeypatch.setattr(swiglu, "_BLOCK_BYTES", block_bytes)
+    calls, row_blocks = [], swiglu._row_blocks
+    monkeypatch.setattr(swiglu, "_row_blocks", lambda *args: calls.append(args) or row_blocks(*args))
     torch.manual_seed(5)
     layer = SwiGLU(6, 10).double()
     for parameter in layer.parameters():
@@ -158,6 +163,7 @@ def test_swiglu_cpu_path_matches_autograd_of_the_equation(monkeypatch, block_byt
         (out * weights).sum().backward()
         with torch.no_grad():
             results.append([out.detach(), forward(x), xs.grad] + [p.grad.clone() for p in layer.parameters()])
+    assert len(calls) == 3  # the layer took the CPU path: forward, backward, forward without autograd
     for ours, equation in zip(*results):
         torch.testing.assert_close(ours, equation)
     torch.autograd.gradcheck(swiglu._SwiGLUFunction.apply, (

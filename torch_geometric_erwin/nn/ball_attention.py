@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
+from torch_geometric_erwin.nn.cpu_path import blocks, takes_cpu_path
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import is_power_of_two
 
@@ -49,10 +50,8 @@ _BLOCK_BYTES = 4 * 2**20
 def _ball_blocks(n: int, h: int, m: int, element_size: int):
     """``(balls, rows)`` slices of blocks of whole balls: ``balls`` of the ``n`` balls, ``rows`` of
     the ``n * h`` (ball, head) pairs, with at most :data:`_BLOCK_BYTES` of ``[m, m]`` scores each."""
-    step = max(1, _BLOCK_BYTES // (h * m * m * element_size))
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        yield slice(start, stop), slice(start * h, stop * h)
+    for balls in blocks(n, max(1, _BLOCK_BYTES // (h * m * m * element_size))):
+        yield balls, slice(balls.start * h, balls.stop * h)
 
 
 class _BallAttentionFunction(torch.autograd.Function):
@@ -204,8 +203,7 @@ class BallAttention(nn.Module):
         if key_mask is not None:
             hidden = rearrange(~key_mask, "(n m) -> n 1 1 m", m=self.ball_size)
             hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
-        if (torch.is_grad_enabled() and q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
-                and self.sigma.dtype == q.dtype and not torch.compiler.is_compiling()):
+        if torch.is_grad_enabled() and takes_cpu_path(q, self.sigma):
             out = _BallAttentionFunction.apply(q, k, v, self.sigma, geometry.distance.to(q.dtype), hidden)
         else:
             bias = rearrange(self.sigma, "h -> 1 h 1 1") * rearrange(geometry.distance, "n i j -> n 1 i j")

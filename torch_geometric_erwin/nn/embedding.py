@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from torch_geometric_erwin.nn.cpu_path import blocks
 from torch_geometric_erwin.nn.init import reset_linear
 
 
@@ -84,10 +85,8 @@ class ErwinEmbedding(nn.Module):
         # recomputed in the backward pass: [E, C] tensors for all edges at once (67 MB each for a
         # batch of 16 x 2048 points and 16 neighbours, several per step) would be fresh memory,
         # page-faulted in on every call, where a block's stay in the caches.
-        blocks = [slice(start, start + EDGE_BLOCK) for start in range(0, source.numel(), EDGE_BLOCK)]
-        if torch.compiler.is_compiling():
-            blocks = [slice(None)]
-        recompute = torch.is_grad_enabled() and len(blocks) > 1
+        edge_blocks = [slice(None)] if torch.compiler.is_compiling() else blocks(source.numel(), EDGE_BLOCK)
+        recompute = torch.is_grad_enabled() and len(edge_blocks) > 1
         for messages, update in zip(self.messages, self.updates):
             # W_m [h_j, h_i, p_j - p_i] = (W_s h)_j + (W_t h + b)_i + W_p (p_j - p_i): the two node
             # terms are computed per node and gathered, not multiplied per edge
@@ -95,7 +94,7 @@ class ErwinEmbedding(nn.Module):
             per_source = h @ lin.weight[:, :c].t()
             per_target = torch.addmm(lin.bias, h, lin.weight[:, c:2 * c].t())
             summed = torch.zeros_like(h)
-            for block in blocks:
+            for block in edge_blocks:
                 args = (per_source, per_target, lin.weight[:, 2 * c:], act, norm, source[block], target[block],
                         offset[block])
                 block_messages = (activation_checkpoint(_edge_messages, *args, use_reentrant=False) if recompute

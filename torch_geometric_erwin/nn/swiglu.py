@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from torch_geometric_erwin.nn.cpu_path import blocks, takes_cpu_path
 from torch_geometric_erwin.nn.init import reset_linear
 
 #: Bytes of gate and value pre-activations per block of rows in the CPU path.
@@ -19,9 +20,8 @@ def _row_blocks(rows: int, hidden: int, element_size: int, buffers: int, like: T
     fresh temporary per block would be page-faulted in again whenever the allocator returned it)."""
     step = max(1, min(rows, _BLOCK_BYTES // (2 * hidden * element_size)))
     scratch = like.new_empty(buffers, step, hidden).unbind(0)
-    for start in range(0, rows, step):
-        block = slice(start, min(start + step, rows))
-        yield block, [buffer[:block.stop - start] for buffer in scratch]
+    for block in blocks(rows, step):
+        yield block, [buffer[:block.stop - block.start] for buffer in scratch]
 
 
 def _swiglu_forward(x: Tensor, w12: Tensor, b12: Tensor, w3: Tensor, b3: Tensor,
@@ -107,8 +107,7 @@ class SwiGLU(nn.Module):
             reset_linear(lin)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dtype != self.w3.weight.dtype
-                or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
+        if not takes_cpu_path(x, self.w3.weight):
             return self.w3(self.w2(x) * F.silu(self.w1(x)))
         rows = x.reshape(-1, self.channels)
         w12 = torch.cat([self.w1.weight, self.w2.weight])

@@ -1,0 +1,25 @@
+r"""What the layers' written-out CPU paths share: when they apply, and how work is cut into blocks.
+
+Ball attention, SwiGLU and the embedding's messages run on CPU in blocks of a few MB, so that each
+block's intermediates stay in the caches and no temporary is a fresh, page-faulted tensor of the
+whole input's size.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import Tensor
+
+
+def takes_cpu_path(x: Tensor, parameter: Tensor) -> bool:
+    """Whether a layer with input ``x`` and a ``parameter`` runs its written-out CPU path: float32
+    or float64 on CPU, parameters of the same dtype, outside autocast and ``torch.compile`` (which
+    trace the composite form)."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and parameter.dtype == x.dtype
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+
+
+def blocks(total: int, size: int) -> List[slice]:
+    """``range(total)`` cut into slices of ``size`` (the last one shorter)."""
+    return [slice(start, min(start + size, total)) for start in range(0, total, size)]
