@@ -22,6 +22,15 @@ over rounds, of the reference's time over ours in the same round: a shared machi
 drifts over minutes, and a ratio within a round cancels the drift that a ratio of two medians
 keeps. Compare ratios within one run.
 
+On CPU the README measurement also counts the minor page faults of every call (``getrusage``):
+memory the allocator has just taken from the system is zeroed by the kernel on first touch, and
+on a VM that costs as much as a good part of the arithmetic. Under glibc's default settings both
+models page-fault on every step, the reference more (it materialises larger temporaries), and how
+much a fault costs swings with the machine's load. ``--steady-heap`` runs the whole benchmark
+under glibc settings that keep freed memory in the heap (``MALLOC_MMAP_MAX_=0``,
+``MALLOC_TRIM_THRESHOLD_``): after the warm-up no call faults, and the times compare arithmetic
+and memory traffic alone.
+
 Peak memory is measured for every (model, mode, size) in a fresh subprocess. On CPU it is the
 growth of the process's peak resident set (Linux ``VmHWM``, reset through
 ``/proc/self/clear_refs``) during one call over the resident set just before it, after a warm-up
@@ -34,6 +43,7 @@ allocated before it.
     python benchmarks/model.py [--reference PATH] [--repeats 3] [--device cpu] [--markdown]
     python benchmarks/model.py --quick      # small sizes, a smoke run
     python benchmarks/model.py --reference PATH --sections readme   # one measurement only
+    python benchmarks/model.py --reference PATH --sections readme --steady-heap   # without page faults
 """
 from __future__ import annotations
 
@@ -42,6 +52,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -69,6 +80,8 @@ MD_BALLS_CONFIG = dict(README_CONFIG, ball_sizes=[128, 128, 128, 64, 32])
 CONFIGS = {"readme": README_CONFIG, "md-balls": MD_BALLS_CONFIG}
 KNN = 16
 OURS, REFERENCE = "ours", "reference"
+#: glibc settings of ``--steady-heap``: never serve a block by mmap, never give the heap's top back.
+STEADY_HEAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
 
 
 # ---------------------------------------------------------------------------------------------- inputs, models
@@ -125,6 +138,15 @@ def step_fn(name: str, model: torch.nn.Module, inputs: dict, mode: str, device: 
         sync()
 
     return forward if mode == "fwd" else train
+
+
+def counting_faults(fn: Callable[[], None], faults: List[int]) -> Callable[[], None]:
+    """``fn`` that appends the minor page faults of the process during each call to ``faults``."""
+    def counted():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        fn()
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return counted
 
 
 def attention_kernels(config: dict, device: str) -> Dict[str, str]:
@@ -214,24 +236,30 @@ def readme_section(args, reference) -> None:
     num_graphs, sizes = (1, [1024]) if args.quick else (16, [1024, 2048, 4096])
     names = [OURS] + ([REFERENCE] if reference else [])
     models = make_models(README_CONFIG, "pow2", args.device, reference)
-    time_rows, memory_rows = [], []
+    time_rows, memory_rows, fault_rows = [], [], []
     for num_points in sizes:
         inputs = make_inputs(num_graphs, num_points, README_CONFIG, "pow2", args.device)
         slots = inputs["tree"].index.numel() // num_graphs
-        times, speedups = {}, {}
+        times, speedups, faults = {}, {}, {}
         for mode in ("fwd", "train"):
-            runs = {name: step_fn(name, models[name], inputs, mode, args.device) for name in names}
+            calls = {name: [] for name in names}
+            runs = {name: counting_faults(step_fn(name, models[name], inputs, mode, args.device), calls[name])
+                    for name in names}
             rounds = round_times(runs, args.repeats, 0.0)
             times[mode] = {name: statistics.median(t) for name, t in rounds.items()}
+            faults[mode] = {name: statistics.median(counts[1:]) for name, counts in calls.items()}  # no warm-up
             if reference:
                 speedups[mode] = statistics.median(r / o for r, o in zip(rounds[REFERENCE], rounds[OURS]))
             log(f"batch {num_graphs} x {num_points} {mode}, rounds: "
-                + ", ".join(f"{name} {' '.join(f'{ms:.0f}' for ms in t)} ms" for name, t in rounds.items()))
+                + ", ".join(f"{name} {' '.join(f'{ms:.0f}' for ms in t)} ms" for name, t in rounds.items())
+                + "; minor page faults: "
+                + ", ".join(f"{name} {' '.join(str(c) for c in counts[1:])}" for name, counts in calls.items()))
         memory = {mode: {name: peak_memory(name, mode, num_graphs, num_points, args) for name in names}
                   for mode in ("fwd", "train")}
         log(f"batch {num_graphs} x {num_points} peak MB: {memory}")
         label = f"{num_graphs} x {num_points} ({slots} slots)"
         time_row, memory_row = [label], [label]
+        fault_rows.append([label] + [f"{faults[mode][name] / 1e3:.0f}" for mode in ("fwd", "train") for name in names])
         for mode in ("fwd", "train"):
             time_row += [fmt_ms(times[mode][name]) for name in names]
             memory_row += [f"{memory[mode][name]:.0f}" for name in names]
@@ -249,6 +277,10 @@ def readme_section(args, reference) -> None:
             header_memory.append(f"{mode} memory ours / ref")
     print_table("Time, reference README configuration", header_time, time_rows, args.markdown)
     print_table("Peak memory, reference README configuration", header_memory, memory_rows, args.markdown)
+    if args.device == "cpu":
+        header_faults = ["batch x points"] + [f"{mode} {name}" for mode in ("fwd", "fwd+bwd") for name in names]
+        print_table("Minor page faults per call (thousands, median over rounds), reference README configuration",
+                    header_faults, fault_rows, args.markdown)
 
 
 def scaling_section(args, reference) -> None:
@@ -335,8 +367,14 @@ def main():
     parser.add_argument("--markdown", action="store_true", help="print the tables in Markdown")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS),
                         help="which measurements to run (default: all)")
+    parser.add_argument("--steady-heap", action="store_true",
+                        help="time under glibc settings that keep freed memory in the heap, so that no call "
+                             "page-faults after the warm-up (peak memory is measured as without it)")
     parser.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steady_heap and any(os.environ.get(k) != v for k, v in STEADY_HEAP_ENV.items()):
+        # glibc reads these when the process starts: run the benchmark again under them
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **STEADY_HEAP_ENV})
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
     if args.repeats < 1:
@@ -357,7 +395,7 @@ def main():
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_model()
     print(f"device: {args.device} ({device}), {os.cpu_count()} logical cores, {torch.get_num_threads()} torch "
           f"threads, torch {torch.__version__}; repeats {args.repeats}; reference: "
-          f"{'yes' if reference else 'no'}")
+          f"{'yes' if reference else 'no'}; heap: {'steady (--steady-heap)' if args.steady_heap else 'glibc defaults'}")
     kernels = attention_kernels(README_CONFIG, args.device)
     print(f"attention kernel (ours): forward {kernels['fwd']}; forward+backward {kernels['train']}")
     start = time.perf_counter()

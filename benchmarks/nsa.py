@@ -133,7 +133,11 @@ def run_fresh(command: list, threads, memory: bool, what: str) -> str:
     so speed is measured in processes without it.
     """
     command = [sys.executable, *command] + (["--threads", str(threads)] if threads else [])
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"} if memory else dict(os.environ)
+    env = dict(os.environ)
+    if memory:
+        # overrides model.py's --steady-heap, which would keep freed memory resident
+        env = {**{k: v for k, v in env.items() if k not in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")},
+               "MALLOC_MMAP_THRESHOLD_": "131072"}
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
