@@ -372,7 +372,8 @@ def main():
                              "page-faults after the warm-up (peak memory is measured as without it)")
     parser.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.steady_heap and any(os.environ.get(k) != v for k, v in STEADY_HEAP_ENV.items()):
+    steady_heap = all(os.environ.get(k) == v for k, v in STEADY_HEAP_ENV.items())
+    if args.steady_heap and not steady_heap:
         # glibc reads these when the process starts: run the benchmark again under them
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **STEADY_HEAP_ENV})
     if args.repeats is None:
@@ -395,7 +396,7 @@ def main():
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_model()
     print(f"device: {args.device} ({device}), {os.cpu_count()} logical cores, {torch.get_num_threads()} torch "
           f"threads, torch {torch.__version__}; repeats {args.repeats}; reference: "
-          f"{'yes' if reference else 'no'}; heap: {'steady (--steady-heap)' if args.steady_heap else 'glibc defaults'}")
+          f"{'yes' if reference else 'no'}; heap: {'steady (--steady-heap)' if steady_heap else 'glibc defaults'}")
     kernels = attention_kernels(README_CONFIG, args.device)
     print(f"attention kernel (ours): forward {kernels['fwd']}; forward+backward {kernels['train']}")
     start = time.perf_counter()

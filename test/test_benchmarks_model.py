@@ -20,10 +20,21 @@ def test_quick_run_prints_every_table():
             ("Time, reference README configuration", "| batch x points | fwd ours ms | fwd+bwd ours ms |"),
             ("Peak memory, reference README configuration", "| batch x points | fwd ours MB | fwd+bwd ours MB |"),
             ("Runtime exponent, batch 1", "| points | slots | ours fwd ms | ours fwd+bwd ms |"),
-            ("Padding, batch 1 x 5000 points", "| configuration | padding | slots per cloud | fwd ms | fwd+bwd ms |")):
+            ("Padding, batch 1 x 5000 points", "| configuration | padding | slots per cloud | fwd ms | fwd+bwd ms |"),
+            ("Minor page faults per call", "| batch x points | fwd ours | fwd+bwd ours |")):
         assert title in out and header in out, (title, out)
     assert "| exponent (least squares) |" in out
     assert "| compact |" in out and "| pow2 |" in out
+
+
+@pytest.mark.slow
+def test_steady_heap_runs_under_the_glibc_settings():
+    result = subprocess.run([sys.executable, SCRIPT, "--quick", "--markdown", "--sections", "readme", "--steady-heap"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "heap: steady (--steady-heap)" in result.stdout
+    assert "Minor page faults per call" in result.stdout
 
 
 def test_bad_reference_path_fails_before_any_work(tmp_path):
