@@ -29,7 +29,10 @@ models page-fault on every step, the reference more (it materialises larger temp
 much a fault costs swings with the machine's load. ``--steady-heap`` runs the whole benchmark
 under glibc settings that keep freed memory in the heap (``MALLOC_MMAP_MAX_=0``,
 ``MALLOC_TRIM_THRESHOLD_``): after the warm-up no call faults, and the times compare arithmetic
-and memory traffic alone.
+and memory traffic alone. In one process the two models also share glibc's heap: whichever runs
+after the other inherits the thresholds that the other's frees raised. ``--separate-processes``
+times each model of the README measurement in a process of its own, stepped in turns, as each
+would run in a user's training job.
 
 Peak memory is measured for every (model, mode, size) in a fresh subprocess. On CPU it is the
 growth of the process's peak resident set (Linux ``VmHWM``, reset through
@@ -44,6 +47,7 @@ allocated before it.
     python benchmarks/model.py --quick      # small sizes, a smoke run
     python benchmarks/model.py --reference PATH --sections readme   # one measurement only
     python benchmarks/model.py --reference PATH --sections readme --steady-heap   # without page faults
+    python benchmarks/model.py --reference PATH --sections readme --separate-processes
 """
 from __future__ import annotations
 
@@ -52,8 +56,10 @@ import gc
 import json
 import os
 import platform
+import random
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable, Dict, List
@@ -165,6 +171,56 @@ def attention_kernels(config: dict, device: str) -> Dict[str, str]:
     return kernels
 
 
+# ---------------------------------------------------------------------------------------------- one model per process
+def step_worker(spec: dict) -> None:
+    """``--step-worker``: one model's step on one case, once per ``step`` line on stdin; prints
+    ``ready`` after a warm-up call, then one JSON line (wall ms, minor page faults) per step."""
+    reference = load_reference_erwin(spec["reference"]) if spec["reference"] else None
+    model = make_models(README_CONFIG, "pow2", spec["device"], reference)[spec["model"]]
+    inputs = make_inputs(spec["num_graphs"], spec["num_points"], README_CONFIG, "pow2", spec["device"])
+    faults = []
+    step = counting_faults(step_fn(spec["model"], model, inputs, spec["mode"], spec["device"]), faults)
+    step()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        tic = time.perf_counter()
+        step()
+        print(json.dumps({"ms": 1e3 * (time.perf_counter() - tic), "faults": faults[-1]}), flush=True)
+
+
+def rounds_in_processes(names: List[str], spec: dict, repeats: int, threads) -> tuple:
+    """Like :func:`round_times`, with every model in a Python process of its own (started one after
+    the other, then stepped in turns, in a new random order every round): each model's heap is then
+    its own, as in a user's training process. Returns the rounds' wall times and page faults."""
+    workers = {}
+    try:
+        for name in names:
+            command = [sys.executable, os.path.abspath(__file__), "--step-worker", json.dumps({**spec, "model": name})]
+            worker = subprocess.Popen(command + (["--threads", str(threads)] if threads else []), text=True,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            workers[name] = worker
+            while (line := worker.stdout.readline()) and line.strip() != "ready":
+                pass
+            if not line:
+                raise RuntimeError(f"step worker {name} for {spec} exited: {worker.wait()}")
+        times, faults = {name: [] for name in names}, {name: [] for name in names}
+        order = random.Random(0)
+        for _ in range(repeats):
+            for name in order.sample(names, len(names)):
+                workers[name].stdin.write("step\n")
+                workers[name].stdin.flush()
+                result = json.loads(workers[name].stdout.readline())
+                times[name].append(result["ms"])
+                faults[name].append(result["faults"])
+        return times, faults
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()
+            worker.wait()
+
+
 # ---------------------------------------------------------------------------------------------- peak memory
 def measure_memory(spec: dict) -> float:
     """Peak memory (MiB) of one call, in this process (run it in a fresh one)."""
@@ -242,18 +298,24 @@ def readme_section(args, reference) -> None:
         slots = inputs["tree"].index.numel() // num_graphs
         times, speedups, faults = {}, {}, {}
         for mode in ("fwd", "train"):
-            calls = {name: [] for name in names}
-            runs = {name: counting_faults(step_fn(name, models[name], inputs, mode, args.device), calls[name])
-                    for name in names}
-            rounds = round_times(runs, args.repeats, 0.0)
+            if args.separate_processes:
+                spec = dict(num_graphs=num_graphs, num_points=num_points, mode=mode, device=args.device,
+                            reference=args.reference)
+                rounds, calls = rounds_in_processes(names, spec, args.repeats, args.threads)
+            else:
+                calls = {name: [] for name in names}
+                runs = {name: counting_faults(step_fn(name, models[name], inputs, mode, args.device), calls[name])
+                        for name in names}
+                rounds = round_times(runs, args.repeats, 0.0)
+                calls = {name: counts[1:] for name, counts in calls.items()}  # without the warm-up call
             times[mode] = {name: statistics.median(t) for name, t in rounds.items()}
-            faults[mode] = {name: statistics.median(counts[1:]) for name, counts in calls.items()}  # no warm-up
+            faults[mode] = {name: statistics.median(counts) for name, counts in calls.items()}
             if reference:
                 speedups[mode] = statistics.median(r / o for r, o in zip(rounds[REFERENCE], rounds[OURS]))
             log(f"batch {num_graphs} x {num_points} {mode}, rounds: "
                 + ", ".join(f"{name} {' '.join(f'{ms:.0f}' for ms in t)} ms" for name, t in rounds.items())
                 + "; minor page faults: "
-                + ", ".join(f"{name} {' '.join(str(c) for c in counts[1:])}" for name, counts in calls.items()))
+                + ", ".join(f"{name} {' '.join(str(c) for c in counts)}" for name, counts in calls.items()))
         memory = {mode: {name: peak_memory(name, mode, num_graphs, num_points, args) for name in names}
                   for mode in ("fwd", "train")}
         log(f"batch {num_graphs} x {num_points} peak MB: {memory}")
@@ -370,7 +432,11 @@ def main():
     parser.add_argument("--steady-heap", action="store_true",
                         help="time under glibc settings that keep freed memory in the heap, so that no call "
                              "page-faults after the warm-up (peak memory is measured as without it)")
+    parser.add_argument("--separate-processes", action="store_true",
+                        help="README measurement: time each model in a process of its own (its own heap, as "
+                             "in a user's training run) instead of both in this one")
     parser.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--step-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     steady_heap = all(os.environ.get(k) == v for k, v in STEADY_HEAP_ENV.items())
     if args.steady_heap and not steady_heap:
@@ -387,6 +453,9 @@ def main():
     if args.memory_case:
         print(measure_memory(json.loads(args.memory_case)))
         return
+    if args.step_worker:
+        step_worker(json.loads(args.step_worker))
+        return
     reference = None
     if args.reference:
         if not os.path.isfile(os.path.join(args.reference, "models", "erwin.py")):
@@ -396,7 +465,8 @@ def main():
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_model()
     print(f"device: {args.device} ({device}), {os.cpu_count()} logical cores, {torch.get_num_threads()} torch "
           f"threads, torch {torch.__version__}; repeats {args.repeats}; reference: "
-          f"{'yes' if reference else 'no'}; heap: {'steady (--steady-heap)' if steady_heap else 'glibc defaults'}")
+          f"{'yes' if reference else 'no'}; heap: {'steady (--steady-heap)' if steady_heap else 'glibc defaults'}; README models timed "
+          f"{'each in its own process' if args.separate_processes else 'in this process'}")
     kernels = attention_kernels(README_CONFIG, args.device)
     print(f"attention kernel (ours): forward {kernels['fwd']}; forward+backward {kernels['train']}")
     start = time.perf_counter()

@@ -37,6 +37,18 @@ def test_steady_heap_runs_under_the_glibc_settings():
     assert "Minor page faults per call" in result.stdout
 
 
+@pytest.mark.slow
+def test_separate_processes_time_each_model_in_a_worker():
+    result = subprocess.run([sys.executable, SCRIPT, "--quick", "--markdown", "--sections", "readme",
+                             "--separate-processes", "--repeats", "2"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "README models timed each in its own process" in result.stdout
+    assert "| 1 x 1024 (2048 slots) |" in result.stdout
+    rounds = [line for line in result.stderr.splitlines() if "rounds: ours" in line]
+    assert len(rounds) == 2 and all(len(line.split(" ms")[0].split("ours ")[1].split()) == 2 for line in rounds)
+
+
 def test_bad_reference_path_fails_before_any_work(tmp_path):
     result = subprocess.run([sys.executable, SCRIPT, "--quick", "--reference", str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
