@@ -62,7 +62,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -190,7 +190,8 @@ def step_worker(spec: dict) -> None:
         print(json.dumps({"ms": 1e3 * (time.perf_counter() - tic), "faults": faults[-1]}), flush=True)
 
 
-def rounds_in_processes(names: List[str], spec: dict, repeats: int, threads) -> tuple:
+def rounds_in_processes(names: List[str], spec: dict, repeats: int,
+                        threads) -> Tuple[Dict[str, List[float]], Dict[str, List[int]]]:
     """Like :func:`round_times`, with every model in a Python process of its own (started one after
     the other, then stepped in turns, in a new random order every round): each model's heap is then
     its own, as in a user's training process. Returns the rounds' wall times and page faults."""
@@ -465,8 +466,8 @@ def main():
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_model()
     print(f"device: {args.device} ({device}), {os.cpu_count()} logical cores, {torch.get_num_threads()} torch "
           f"threads, torch {torch.__version__}; repeats {args.repeats}; reference: "
-          f"{'yes' if reference else 'no'}; heap: {'steady (--steady-heap)' if steady_heap else 'glibc defaults'}; README models timed "
-          f"{'each in its own process' if args.separate_processes else 'in this process'}")
+          f"{'yes' if reference else 'no'}; heap: {'steady (--steady-heap)' if steady_heap else 'glibc defaults'}; "
+          f"README models timed {'each in its own process' if args.separate_processes else 'in this process'}")
     kernels = attention_kernels(README_CONFIG, args.device)
     print(f"attention kernel (ours): forward {kernels['fwd']}; forward+backward {kernels['train']}")
     start = time.perf_counter()
