@@ -176,9 +176,6 @@ class BallAttention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = nn.Linear(channels, channels)
         self.sigma = nn.Parameter(torch.empty(num_heads))
-        # rows of qkv's (h e three) output channels, the reference's layout, in (three h e) order
-        self.register_buffer("qkv_order", rearrange(torch.arange(3 * channels), "(h e three) -> (three h e)",
-                                                    h=num_heads, three=3), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -202,7 +199,9 @@ class BallAttention(nn.Module):
         # CPU path's batched GEMMs need. The projection's rows are gathered into (three h e) order
         # first (a tiny copy of the weights), so that the copy moves runs of e channels: from the
         # reference's interleaved (h e three) layout it would move single channels, 2-7x slower.
-        qkv = F.linear(x, self.qkv.weight[self.qkv_order], self.qkv.bias[self.qkv_order])
+        order = rearrange(torch.arange(3 * self.channels, device=x.device), "(h e three) -> (three h e)",
+                          h=self.num_heads, three=3)
+        qkv = F.linear(x, self.qkv.weight[order], self.qkv.bias[order])
         q, k, v = rearrange(qkv, "(n m) (three h e) -> three n h m e",
                             m=self.ball_size, h=self.num_heads, three=3).contiguous().unbind(0)
         hidden = None
