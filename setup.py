@@ -1,7 +1,7 @@
-"""Builds the C++ ball-tree engine (csrc/) into torch_geometric_erwin._C.
+"""Builds the C++ ball-tree engine and ball-attention kernels (csrc/) into torch_geometric_erwin._C.
 
 The extension is optional: without a working C++ compiler the package installs
-anyway and uses its pure-PyTorch engine (same trees, slower), saying so once.
+anyway and uses its pure-PyTorch paths (same trees and outputs, slower), saying so once.
 """
 import sys
 
@@ -14,7 +14,7 @@ extension = Pybind11Extension(
     "torch_geometric_erwin._C",
     sources=["csrc/bindings.cpp"],
     include_dirs=["csrc"],
-    depends=["csrc/ball_tree.h"],
+    depends=["csrc/ball_attention.h", "csrc/ball_tree.h"],
     cxx_std=17,
     extra_compile_args=["-O3"] + openmp,
     extra_link_args=openmp,

@@ -1,16 +1,22 @@
-// Python bindings of the ball-tree engine: torch_geometric_erwin._C.
-// Inputs are validated in Python (torch_geometric_erwin/tree/validation.py); the checks in
-// partition only protect memory safety. all_finite, batch_ptr and slot_ptr serve the checks
+// Python bindings of the ball-tree engine and of the ball-attention kernels: torch_geometric_erwin._C.
+// Inputs are validated in Python (torch_geometric_erwin/tree/validation.py,
+// torch_geometric_erwin/nn/ball_attention.py); the checks here only protect memory safety. all_finite, batch_ptr and slot_ptr serve the checks
 // and offsets of the build path, each in one pass (torch_geometric_erwin/tree/engine.py has
 // their fallbacks).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <vector>
 
+#include "ball_attention.h"
 #include "ball_tree.h"
 
 namespace py = pybind11;
@@ -134,6 +140,80 @@ static IndexArray slot_ptr(const IndexArray& node_ptr, bool pow2, int64_t grain)
   return ptr;
 }
 
+using FloatArray = py::array_t<float, py::array::c_style>;
+using MaskArray = py::array_t<uint8_t, py::array::c_style>;
+
+struct AttentionShape {
+  int64_t balls, heads, m, head_width;
+};
+
+// The shape of q [balls, heads, m, E], after checking that every array has the size the kernels
+// will address.
+static AttentionShape attention_shape(const FloatArray& q, const std::vector<const FloatArray*>& like_q,
+                                      const FloatArray& sigma, const FloatArray& distance,
+                                      const std::optional<MaskArray>& hidden, const FloatArray& lse,
+                                      const FloatArray* grad_sigma_parts) {
+  if (q.ndim() != 4) throw std::invalid_argument("q must be [balls, heads, m, E]");
+  const AttentionShape s{q.shape(0), q.shape(1), q.shape(2), q.shape(3)};
+  for (const FloatArray* array : like_q) {
+    if (array->ndim() != 4 || !std::equal(q.shape(), q.shape() + 4, array->shape())) {
+      throw std::invalid_argument("q, k, v, out and the gradients must have the same shape");
+    }
+  }
+  const bool ok = s.m % erwin::kRows == 0 && sigma.size() == s.heads && distance.size() == s.balls * s.m * s.m &&
+                  (!hidden || hidden->size() == s.balls * s.m) && lse.size() == s.balls * s.heads * s.m &&
+                  (!grad_sigma_parts || grad_sigma_parts->size() == s.balls * s.heads);
+  if (!ok) throw std::invalid_argument("ball attention: inconsistent shapes");
+  return s;
+}
+
+// Calls kernel(std::integral_constant<int, E>) for the supported head widths E.
+template <class Kernel>
+static void with_head_width(int64_t head_width, Kernel&& kernel) {
+  switch (head_width) {
+    case 4: return kernel(std::integral_constant<int, 4>{});
+    case 8: return kernel(std::integral_constant<int, 8>{});
+    case 16: return kernel(std::integral_constant<int, 16>{});
+    case 32: return kernel(std::integral_constant<int, 32>{});
+    case 64: return kernel(std::integral_constant<int, 64>{});
+    default: throw std::invalid_argument("ball attention: head width must be 4, 8, 16, 32 or 64");
+  }
+}
+
+static const uint8_t* data_or_null(const std::optional<MaskArray>& hidden) {
+  return hidden ? hidden->data() : nullptr;
+}
+
+static void ball_attention_forward(const FloatArray& q, const FloatArray& k, const FloatArray& v,
+                                   const FloatArray& sigma, const FloatArray& distance,
+                                   const std::optional<MaskArray>& hidden, FloatArray& out, FloatArray& lse,
+                                   int threads) {
+  const AttentionShape s = attention_shape(q, {&k, &v, &out}, sigma, distance, hidden, lse, nullptr);
+  py::gil_scoped_release release;
+  with_head_width(s.head_width, [&](auto width) {
+    erwin::ball_attention_forward<decltype(width)::value>(q.data(), k.data(), v.data(), sigma.data(),
+                                                          distance.data(), data_or_null(hidden), s.balls, s.heads,
+                                                          s.m, threads, out.mutable_data(), lse.mutable_data());
+  });
+}
+
+static void ball_attention_backward(const FloatArray& q, const FloatArray& k, const FloatArray& v,
+                                    const FloatArray& sigma, const FloatArray& distance,
+                                    const std::optional<MaskArray>& hidden, const FloatArray& out,
+                                    const FloatArray& lse, const FloatArray& grad_out, FloatArray& grad_q,
+                                    FloatArray& grad_k, FloatArray& grad_v, FloatArray& grad_sigma_parts,
+                                    int threads) {
+  const AttentionShape s = attention_shape(q, {&k, &v, &out, &grad_out, &grad_q, &grad_k, &grad_v}, sigma,
+                                           distance, hidden, lse, &grad_sigma_parts);
+  py::gil_scoped_release release;
+  with_head_width(s.head_width, [&](auto width) {
+    erwin::ball_attention_backward<decltype(width)::value>(
+        q.data(), k.data(), v.data(), sigma.data(), distance.data(), data_or_null(hidden), out.data(), lse.data(),
+        grad_out.data(), s.balls, s.heads, s.m, threads, grad_q.mutable_data(), grad_k.mutable_data(),
+        grad_v.mutable_data(), grad_sigma_parts.mutable_data());
+  });
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "C++/OpenMP ball-tree engine of torch_geometric_erwin";
   m.def("partition", &partition, py::arg("pos"), py::arg("node_ptr"), py::arg("slot_ptr"),
@@ -146,4 +226,16 @@ PYBIND11_MODULE(_C, m) {
         "or (2, None) for unsorted ids.");
   m.def("slot_ptr", &slot_ptr, py::arg("node_ptr"), py::arg("pow2"), py::arg("grain"),
         "Slot offsets of the graphs: pow2 or compact padding to the granularity.");
+  m.def("ball_attention_forward", &ball_attention_forward, py::arg("q").noconvert(), py::arg("k").noconvert(),
+        py::arg("v").noconvert(), py::arg("sigma").noconvert(), py::arg("distance").noconvert(),
+        py::arg("hidden").noconvert().none(true), py::arg("out").noconvert(), py::arg("lse").noconvert(),
+        py::arg("threads"),
+        "Ball attention of float32 q, k, v [balls, heads, m, E] (csrc/ball_attention.h): writes out and the "
+        "rows' log-sum-exp lse [balls, heads, m].");
+  m.def("ball_attention_backward", &ball_attention_backward, py::arg("q").noconvert(), py::arg("k").noconvert(),
+        py::arg("v").noconvert(), py::arg("sigma").noconvert(), py::arg("distance").noconvert(),
+        py::arg("hidden").noconvert().none(true), py::arg("out").noconvert(), py::arg("lse").noconvert(),
+        py::arg("grad_out").noconvert(), py::arg("grad_q").noconvert(), py::arg("grad_k").noconvert(),
+        py::arg("grad_v").noconvert(), py::arg("grad_sigma_parts").noconvert(), py::arg("threads"),
+        "Gradients of ball attention: writes grad_q, grad_k, grad_v and grad_sigma_parts [balls, heads].");
 }

@@ -87,6 +87,94 @@ def test_ball_attention_training_path_matches_autograd_of_the_equations(monkeypa
         torch.testing.assert_close(ours, dense)
 
 
+needs_kernels = pytest.mark.skipif(ball_attention._C is None, reason="C++ extension not built")
+
+
+def random_attention_inputs(balls, heads, ball_size, head_width, dtype=torch.float32, seed=0):
+    """q, k, v, sigma, distance and hidden keys of random balls; one ball hides all of its keys (and
+    so attends to all of them), the others a random ~30 %."""
+    generator = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(balls, heads, ball_size, head_width, generator=generator, dtype=dtype) for _ in range(3))
+    sigma = -torch.rand(heads, generator=generator, dtype=dtype) - 0.5
+    pos = torch.randn(balls, ball_size, 3, generator=generator, dtype=dtype)
+    hidden = torch.rand(balls, 1, 1, ball_size, generator=generator) < 0.3
+    hidden[0] = True
+    hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
+    return q, k, v, sigma, torch.cdist(pos, pos), hidden
+
+
+def attention_values_and_gradients(function, inputs, grad_out):
+    q, k, v, sigma, distance, hidden = inputs
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, sigma)]
+    out = function.apply(*leaves, distance, hidden)
+    out.backward(grad_out)
+    return [out.detach()] + [t.grad for t in leaves]
+
+
+@needs_kernels
+@pytest.mark.parametrize("head_width", ball_attention.KERNEL_HEAD_WIDTHS)
+@pytest.mark.parametrize("ball_size", [4, 32])
+def test_ball_attention_kernels_match_the_pytorch_path_in_float64(head_width, ball_size):
+    """The C++ kernels' outputs and gradients (q, k, v, sigma; hidden keys, and a ball that hides all
+    of its keys) against the written-out PyTorch path in float64."""
+    inputs = random_attention_inputs(3, 2, ball_size, head_width)
+    grad_out = torch.randn(inputs[0].shape)
+    kernel = attention_values_and_gradients(ball_attention._KernelBallAttentionFunction, inputs, grad_out)
+    inputs64 = [t.double() if t.is_floating_point() else t for t in inputs]
+    exact = attention_values_and_gradients(ball_attention._BallAttentionFunction, inputs64, grad_out.double())
+    for ours, expected in zip(kernel, exact):
+        torch.testing.assert_close(ours.double(), expected, atol=1e-5, rtol=1e-4)
+
+
+@needs_kernels
+def test_ball_attention_kernels_do_not_depend_on_the_thread_count_and_keep_extremes():
+    """Bit-identical results for 1 and 2 threads; a bias of -1e4 per unit distance (probabilities
+    that underflow to 0 but for the nearest keys) stays exact; a NaN query spoils its own ball only."""
+    inputs = list(random_attention_inputs(4, 2, 16, 8, seed=1))
+    inputs[3] = torch.tensor([-1e4, -0.5])
+    grad_out = torch.randn(inputs[0].shape)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            runs.append(attention_values_and_gradients(ball_attention._KernelBallAttentionFunction, inputs, grad_out))
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*runs):
+        assert torch.equal(one, two)
+    inputs64 = [t.double() if t.is_floating_point() else t for t in inputs]
+    exact = attention_values_and_gradients(ball_attention._BallAttentionFunction, inputs64, grad_out.double())
+    for ours, expected in zip(runs[0][:4], exact[:4]):
+        torch.testing.assert_close(ours.double(), expected, atol=1e-5, rtol=1e-4)
+    q = inputs[0].clone()
+    q[2, 1, 5, 0] = float("nan")
+    with torch.no_grad():
+        out = ball_attention._KernelBallAttentionFunction.apply(q, *inputs[1:])
+    assert out[2, 1, 5].isnan().all() and not out[[0, 1, 3]].isnan().any() and not out[2, 0].isnan().any()
+
+
+@needs_kernels
+def test_ball_attention_takes_the_kernels_where_they_apply(monkeypatch):
+    calls = []
+    for name in ("_KernelBallAttentionFunction", "_BallAttentionFunction"):
+        function = getattr(ball_attention, name)
+        monkeypatch.setattr(function, "apply", lambda *args, name=name, apply=function.apply: calls.append(name)
+                            or apply(*args))
+    x, pos = torch.randn(16, 12), torch.randn(16, 3)
+    for heads, dtype, grad in ((3, torch.float32, False), (3, torch.float32, True), (2, torch.float32, True),
+                               (3, torch.float64, True)):
+        layer = BallAttention(12, num_heads=heads, ball_size=8).to(dtype)
+        with torch.set_grad_enabled(grad):
+            layer(x.to(dtype), pos.to(dtype))
+    # head width 4 (12 / 3) in float32, with and without autograd; width 6 and float64 are PyTorch's
+    assert calls == ["_KernelBallAttentionFunction", "_KernelBallAttentionFunction", "_BallAttentionFunction",
+                     "_BallAttentionFunction"]
+    with pytest.raises(ValueError, match="head width"):
+        ball_attention._C.ball_attention_forward(*ball_attention._arrays(
+            *random_attention_inputs(1, 1, 4, 6)[:5], None, torch.empty(1, 1, 4, 6), torch.empty(1, 1, 4)), 1)
+
+
 def test_attention_and_swiglu_training_paths_take_zero_rows():
     x = torch.randn(0, 8, requires_grad=True)
     attention, mlp = BallAttention(8, num_heads=2, ball_size=4), SwiGLU(8, 16)

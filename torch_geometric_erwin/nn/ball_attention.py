@@ -13,6 +13,14 @@ from torch_geometric_erwin.nn.cpu_path import blocks, takes_cpu_path
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import is_power_of_two
 
+try:
+    from torch_geometric_erwin import _C
+except ImportError:  # built without a C++ compiler: the PyTorch path below serves
+    _C = None
+
+#: Head widths the C++ kernels (csrc/ball_attention.h) are compiled for.
+KERNEL_HEAD_WIDTHS = (4, 8, 16, 32, 64)
+
 
 @dataclass
 class BallGeometry:
@@ -120,6 +128,48 @@ class _BallAttentionFunction(torch.autograd.Function):
         return (*(t.view(n, h, m, e) for t in (grad_q, grad_k, grad_v)), grad_sigma, None, None)
 
 
+def _kernel_applies(q: Tensor) -> bool:
+    """Whether the C++ kernels take ``q [n, h, m, e]``: built, float32, ``m`` a multiple of 4 and ``e``
+    one of :data:`KERNEL_HEAD_WIDTHS`."""
+    return (_C is not None and q.dtype == torch.float32 and q.shape[2] % 4 == 0
+            and q.shape[3] in KERNEL_HEAD_WIDTHS)
+
+
+def _arrays(*tensors: Optional[Tensor]):
+    """NumPy views of CPU tensors (None stays None), which the C++ kernels read and write in place."""
+    return [None if t is None else t.detach().numpy() for t in tensors]
+
+
+class _KernelBallAttentionFunction(torch.autograd.Function):
+    r"""The same attention as :class:`_BallAttentionFunction`, in the C++ kernels of
+    ``csrc/ball_attention.h``: one task per ball and head whose scores live in the caches and are
+    never stored. The forward pass keeps each query row's log-sum-exp and the backward pass forms
+    the probabilities again from it, so that no ``[n, h, m, m]`` tensor is written, kept or read
+    back. Shapes as there, with ``hidden [n, 1, 1, m]`` (bool) or None.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, sigma: Tensor, distance: Tensor,
+                hidden: Optional[Tensor]) -> Tensor:
+        n, h, m, _ = q.shape
+        hidden = None if hidden is None else hidden.reshape(n, m).view(torch.uint8)
+        distance = distance.contiguous()
+        out, lse = torch.empty_like(q), q.new_empty(n, h, m)
+        _C.ball_attention_forward(*_arrays(q, k, v, sigma, distance, hidden, out, lse), torch.get_num_threads())
+        ctx.save_for_backward(q, k, v, sigma, distance, hidden, out, lse)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, sigma, distance, hidden, out, lse = ctx.saved_tensors
+        grad_q, grad_k, grad_v = (torch.empty_like(t) for t in (q, k, v))
+        grad_sigma_parts = q.new_empty(q.shape[:2])
+        _C.ball_attention_backward(*_arrays(q, k, v, sigma, distance, hidden, out, lse, grad_out.contiguous(),
+                                            grad_q, grad_k, grad_v, grad_sigma_parts), torch.get_num_threads())
+        return grad_q, grad_k, grad_v, grad_sigma_parts.sum(0), None, None
+
+
 class BallAttention(nn.Module):
     r"""Ball multi-head self-attention (BMSA, Erwin eqs. 8-10).
 
@@ -151,13 +201,18 @@ class BallAttention(nn.Module):
         any visible key attends to all of its slots. ``geometry`` is the
         :class:`BallGeometry` of ``pos``, when the caller has it already.
 
-    Kernels: without autograd (inference), and on CUDA, the attention is
-    :func:`torch.nn.functional.scaled_dot_product_attention` with the bias as
-    ``attn_mask`` (PyTorch's fused flash kernel on CPU; on CUDA the
-    memory-efficient kernel, which also differentiates the bias). CPU training
-    in float32/float64 runs a written-out attention with its own backward pass
-    (SDPA's CPU fused kernel has no gradient for the bias); under
-    ``torch.compile`` the SDPA form is traced.
+    Kernels: on CPU in float32 (outside autocast and ``torch.compile``), with
+    head widths :math:`C / h` of 4, 8, 16, 32 or 64 and ``ball_size`` at least
+    4, training and inference run the C++ kernels of ``csrc/ball_attention.h``
+    (:class:`_KernelBallAttentionFunction`: no ``[n, h, m, m]`` tensor is
+    stored; the backward pass recomputes the probabilities). Other CPU
+    training (float64, other head widths, or without the compiled extension)
+    runs a written-out attention in PyTorch with its own backward pass
+    (SDPA's CPU fused kernel has no gradient for the bias). Everything else,
+    CUDA included, is :func:`torch.nn.functional.scaled_dot_product_attention`
+    with the bias as ``attn_mask`` (on CUDA the memory-efficient kernel, which
+    also differentiates the bias); under ``torch.compile`` and autocast the
+    SDPA form is traced.
     """
 
     def __init__(self, channels: int, num_heads: int, ball_size: int, dimensionality: int = 3):
@@ -208,7 +263,10 @@ class BallAttention(nn.Module):
         if key_mask is not None:
             hidden = rearrange(~key_mask, "(n m) -> n 1 1 m", m=self.ball_size)
             hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
-        if torch.is_grad_enabled() and takes_cpu_path(q, self.sigma):
+        cpu_path = takes_cpu_path(q, self.sigma)
+        if cpu_path and _kernel_applies(q):
+            out = _KernelBallAttentionFunction.apply(q, k, v, self.sigma, geometry.distance.to(q.dtype), hidden)
+        elif cpu_path and torch.is_grad_enabled():
             out = _BallAttentionFunction.apply(q, k, v, self.sigma, geometry.distance.to(q.dtype), hidden)
         else:
             bias = rearrange(self.sigma, "h -> 1 h 1 1") * rearrange(geometry.distance, "n i j -> n 1 i j")
