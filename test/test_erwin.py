@@ -1,4 +1,5 @@
 """The Erwin model: presets, input order, batching, tree attributes, gradients, compile, autocast, padding."""
+import dataclasses
 import math
 
 import pytest
@@ -8,7 +9,7 @@ from torch.func import functional_call
 from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
-from torch_geometric_erwin.nn import Erwin, knn_graph
+from torch_geometric_erwin.nn import BallGeometry, Erwin, knn_graph
 from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.transforms import BallTreeTransform, RotatedTreeTransform
 from torch_geometric_erwin.tree import build_ball_tree
@@ -182,7 +183,7 @@ def test_decode_false_returns_the_coarsest_level():
     graphs = Batch.from_data_list([make_graph(20, 0), make_graph(40, 1)])
     h, batch = model(graphs.x, graphs.pos, graphs.batch, graphs.edge_index)
     tree = model.build_tree(graphs.pos, graphs.batch)
-    assert h.shape == (tree.num_slots // 2, 16)
+    assert h.shape == (tree.num_slots // 2, 16) and model.out_channels == 16
     assert torch.equal(batch, tree.slot_batch(1))
     assert not hasattr(model, "decoder")
 
@@ -221,6 +222,8 @@ def test_compact_padding_trains_as_well_as_pow2():
     (dict(strides=[2, 2]), "strides"),
     (dict(padding="none"), "padding"),
     (dict(knn=0), "knn"),
+    (dict(out_channels=0), "out_channels"),
+    (dict(decode=False, out_channels=3), "out_channels needs decode=True"),
 ])
 def test_bad_configs_fail_at_construction(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -249,11 +252,47 @@ def test_bad_inputs_fail_before_any_work():
         model(data.x[:10], data.pos[:10], tree=tree)
 
 
-def test_repr_and_reset_parameters():
+def test_malformed_trees_are_rejected():
+    """A tree given by hand is checked before use: each node marked once, slots within their graph,
+    rotated orders permutations within each graph, graphs equal to the input's."""
     model = small_model()
-    assert repr(model).startswith("Erwin(5, 8, hidden_channels=[8, 16], ball_sizes=[8, 4]")
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    torch.manual_seed(9)
-    model.reset_parameters()
-    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
-    assert any("attention.sigma" in k for k in changed) and any("qkv.weight" in k for k in changed)
+    graphs = Batch.from_data_list([make_graph(20, 0), make_graph(30, 1)])
+    x, pos, batch = graphs.x, graphs.pos, graphs.batch
+    tree = model.build_tree(pos, batch)
+    model(x, pos, batch, tree=tree)  # the intact tree runs
+    marked = tree.mask.nonzero().flatten()
+    duplicate = tree.index.clone()
+    duplicate[marked[1]] = duplicate[marked[0]]
+    across = tree.index.clone()
+    across[(~tree.mask[:int(tree.ptr[1])]).nonzero()[0]] = 25  # a padding slot of the first graph repeats a
+    # node of the second
+    rotated = [r.clone() for r in tree.rotated]
+    rotated[1][0] = rotated[1][1]
+    swapped = [r.clone() for r in tree.rotated]
+    swapped[0][[0, -1]] = swapped[0][[-1, 0]]  # a permutation, but between graphs
+    for broken, message in ((dict(index=duplicate), "exactly one slot"), (dict(index=across), "other graphs"),
+                            (dict(rotated=rotated), r"rotated\[1\] must be a permutation"),
+                            (dict(rotated=swapped), r"rotated\[0\] moves slots between graphs")):
+        with pytest.raises(ValueError, match=message):
+            model(x, pos, batch, tree=dataclasses.replace(tree, **broken))
+    with pytest.raises(ValueError, match="do not match the input"):
+        model(x, pos, None, tree=tree)
+
+
+def test_extreme_coordinates_and_half_precision_positions():
+    """Coordinates that a float32 model cannot square (1e22: metres of a cosmological box) fail with
+    a clear error; large ones (1e15) and balls far from the origin keep exact ball geometry and a
+    finite output; float16 positions run the float32 model."""
+    model = small_model().eval()
+    data = make_graph(40, 3)
+    with pytest.raises(ValueError, match="rescale the positions"):
+        model(data.x, data.pos * 1e22)
+    with torch.no_grad():
+        assert torch.isfinite(model(data.x, data.pos * 1e15)).all()
+        half = model(data.x, data.pos.half())
+        torch.testing.assert_close(half, model(data.x, data.pos.half().float()))
+    for pos in (data.pos * 1e15, data.pos + 1e4):
+        geometry = BallGeometry.from_pos(pos, 8)
+        balls = pos.double().view(-1, 8, 3)
+        exact = (balls[:, :, None] - balls[:, None]).norm(dim=-1)
+        torch.testing.assert_close(geometry.distance.double(), exact, rtol=1e-5, atol=1e-5 * float(exact.max()))

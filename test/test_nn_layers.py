@@ -209,6 +209,9 @@ def test_erwin_block_on_a_permutation_returns_the_original_order():
     expected = torch.empty_like(x)
     expected[perm] = block(x[perm], pos[perm])
     torch.testing.assert_close(block(x, pos, permutation=perm), expected)
+    for bad in (torch.zeros(16, dtype=torch.long), perm[:8], perm.int()):
+        with pytest.raises(ValueError, match="permutation"):
+            block(x, pos, permutation=bad)
     # the pre-norm residual structure: x + attn(norm(x)), then + mlp(norm(.))
     h = x + block.attention(block.norm1(x), pos)
     torch.testing.assert_close(block(x, pos), h + block.mlp(block.norm2(h)))

@@ -44,11 +44,16 @@ class BallGeometry:
     @classmethod
     @torch.no_grad()
     def from_pos(cls, pos: Tensor, ball_size: int) -> "BallGeometry":
-        """Geometry of balls of ``ball_size`` contiguous slots of ``pos`` ``[S, D]``."""
-        balls = rearrange(pos.detach(), "(n m) d -> n m d", m=ball_size)
-        centre = reduce(balls, "n m d -> n 1 d", "mean")
-        rel_pos = rearrange(balls - centre, "n m d -> (n m) d")
-        return cls(rel_pos, torch.cdist(balls, balls), ball_size)
+        """Geometry of balls of ``ball_size`` contiguous slots of ``pos`` ``[S, D]`` (in float32 at
+        least: half-precision positions are promoted)."""
+        dtype = torch.promote_types(pos.dtype, torch.float32)
+        balls = rearrange(pos.detach().to(dtype), "(n m) d -> n m d", m=ball_size)
+        offsets = balls - reduce(balls, "n m d -> n 1 d", "mean")
+        # from differences, not cdist's default matrix-product formula |a|² + |b|² - 2ab, which loses
+        # to cancellation about 1e-3 of the distances in a unit ball and more in balls far from the
+        # origin (and is slower at ball sizes like 128)
+        distance = torch.cdist(offsets, offsets, compute_mode="donot_use_mm_for_euclid_dist")
+        return cls(rearrange(offsets, "n m d -> (n m) d"), distance, ball_size)
 
 
 #: Bytes of attention scores per block of balls in the CPU training path.

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from torch_geometric_erwin.nn.ball_attention import BallAttention, BallGeometry
 from torch_geometric_erwin.nn.swiglu import SwiGLU
+from torch_geometric_erwin.tree.validation import check_permutation
 
 
 class ErwinBlock(nn.Module):
@@ -52,6 +53,13 @@ class ErwinBlock(nn.Module):
                 key_mask: Optional[Tensor] = None, geometry: Optional[BallGeometry] = None) -> Tensor:
         if permutation is None:
             return self._forward(x, pos, key_mask, geometry)
+        check_permutation("permutation", permutation, x.shape[0])
+        return self.permuted(x, permutation, pos, key_mask, geometry)
+
+    def permuted(self, x: Tensor, permutation: Tensor, pos: Optional[Tensor] = None,
+                 key_mask: Optional[Tensor] = None, geometry: Optional[BallGeometry] = None) -> Tensor:
+        """:meth:`forward` with a ``permutation`` the caller has checked already (a model's tree,
+        checked once for all of its blocks): nothing is validated here."""
         out = self._forward(x[permutation], None if pos is None else pos[permutation],
                             None if key_mask is None else key_mask[permutation], geometry)
         return out.new_empty(out.shape).index_copy(0, permutation, out)

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch_geometric_erwin.tree import engine
 from torch_geometric_erwin.tree.rotation import rotate as rotate_points
 from torch_geometric_erwin.tree.rotation import rotation_matrix
-from torch_geometric_erwin.tree.validation import check_ball_config, check_pos, node_ptr_from
+from torch_geometric_erwin.tree.validation import check_ball_config, check_permutation, check_pos, node_ptr_from
 
 PADDINGS = ("pow2", "compact")
 
@@ -99,6 +99,34 @@ class BallTree:
         slots = torch.arange(self.num_slots, device=self.index.device)
         return torch.empty_like(self.index[:self.num_nodes]).index_copy_(0, self.index[self.mask],
                                                                           slots[self.mask])
+
+    def check(self, node_ptr: Optional[Tensor] = None) -> None:
+        """Raise :class:`ValueError` unless the tree is one the models can run on: ``index`` maps
+        every slot to a node of the slot's own graph, ``mask`` marks exactly one slot per node, and
+        every ``rotated`` entry permutes its level's slots within each graph. The models read and
+        write rows through these, so a tree given by hand or read off data is checked before use
+        (:math:`O(S)`); a malformed one would mix graphs or leave rows unwritten. ``node_ptr``: the
+        graphs' node offsets of the input, which the tree's must equal."""
+        if node_ptr is not None and not torch.equal(node_ptr.cpu(), self.node_ptr.cpu()):
+            raise ValueError(f"the tree's graphs (node offsets {self.node_ptr.tolist()[:8]}) do not match "
+                             f"the input's ({node_ptr.tolist()[:8]}): build the tree with the same batch")
+        index, mask, num_nodes = self.index, self.mask, self.num_nodes
+        if index.dtype != torch.long or index.dim() != 1 or mask.shape != index.shape or mask.dtype != torch.bool:
+            raise ValueError("tree.index must be a 1-D int64 tensor and tree.mask a bool tensor of its shape")
+        if int(self.ptr[-1]) != index.numel():
+            raise ValueError(f"tree.ptr ends at {int(self.ptr[-1])} but the tree has {index.numel()} slots")
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_nodes):
+            raise ValueError(f"tree.index must hold node indices in [0, {num_nodes})")
+        if not bool((torch.bincount(index[mask], minlength=num_nodes) == 1).all()):
+            raise ValueError("tree.mask must mark exactly one slot of every node")
+        node_graph = torch.repeat_interleave(torch.arange(self.num_graphs), self.node_ptr.cpu().diff())
+        if not torch.equal(node_graph.to(index.device)[index], self.slot_batch(0).to(index.device)):
+            raise ValueError("tree.index maps slots to nodes of other graphs")
+        for level, permutation in enumerate(self.rotated):
+            slot_batch = self.slot_batch(level).to(permutation.device)
+            check_permutation(f"tree.rotated[{level}]", permutation, slot_batch.numel())
+            if not torch.equal(slot_batch[permutation], slot_batch):
+                raise ValueError(f"tree.rotated[{level}] moves slots between graphs")
 
     def to(self, device) -> "BallTree":
         return replace(self, index=self.index.to(device), mask=self.mask.to(device),

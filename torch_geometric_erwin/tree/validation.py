@@ -4,6 +4,7 @@ Every check raises before any work is done and names the offending argument.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence
 
 import numpy as np
@@ -11,6 +12,13 @@ import torch
 from torch import Tensor
 
 from torch_geometric_erwin.tree import engine
+
+
+def as_int(value) -> Optional[int]:
+    """``value`` as an ``int`` if it is an integer (NumPy's included) other than a bool, else None."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
 
 
 def is_power_of_two(value: int) -> bool:
@@ -36,21 +44,32 @@ def check_pos(pos) -> None:
         raise ValueError("pos contains NaN or Inf values")
 
 
+def check_pos_magnitude(pos: Tensor, dtype: torch.dtype) -> None:
+    """A model computing in ``dtype`` squares coordinate differences (graph distances, norms of
+    features that grow with the positions): coordinates beyond a thousandth of the square root of
+    ``dtype``'s largest value (about 2e16 in float32) would overflow them to inf and NaN."""
+    limit = torch.finfo(dtype).max ** 0.5 / 1e3
+    largest = float(pos.detach().abs().max())
+    if largest > limit:
+        raise ValueError(f"pos has coordinates up to {largest:.3g}, beyond what a {dtype} model can square "
+                         f"({limit:.3g}): rescale the positions (e.g. to units of the box or of a typical "
+                         "neighbour distance)")
+
+
 def check_int_sizes(name: str, values: Optional[Sequence[int]], allow_empty: bool = False):
     """A list of powers of two (ball sizes or strides); returns it as a tuple."""
     if values is None:
         return None
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise TypeError(f"{name} must be a list of ints, got {type(values).__name__}")
-    values = tuple(values)
     if not values and not allow_empty:
         raise ValueError(f"{name} must not be empty")
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if as_int(value) is None:
             raise TypeError(f"{name} must contain ints, got {value!r}")
-        if not is_power_of_two(value):
+        if not is_power_of_two(int(value)):
             raise ValueError(f"{name} must contain powers of two, got {value}")
-    return values
+    return tuple(int(value) for value in values)
 
 
 def check_ball_config(ball_sizes, strides):
@@ -67,6 +86,19 @@ def check_ball_config(ball_sizes, strides):
         raise ValueError(
             f"strides must have len(ball_sizes) - 1 = {len(ball_sizes) - 1} entries, got {len(strides)}")
     return ball_sizes, strides
+
+
+def check_permutation(name: str, permutation, size: int) -> None:
+    """``permutation`` must be an int64 ``[size]`` tensor holding each of ``0 .. size - 1`` once: rows
+    gathered or scattered through anything else would be lost, repeated or left uninitialised."""
+    if not isinstance(permutation, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(permutation).__name__}")
+    if permutation.dtype != torch.long or permutation.shape != (size,):
+        raise ValueError(f"{name} must be an int64 tensor of shape [{size}], got {permutation.dtype} "
+                         f"{tuple(permutation.shape)}")
+    if size and (int(permutation.min()) < 0 or int(permutation.max()) >= size
+                 or not bool((torch.bincount(permutation, minlength=size) == 1).all())):
+        raise ValueError(f"{name} must be a permutation of 0..{size - 1}")
 
 
 def node_ptr_from(num_nodes: int, batch: Optional[Tensor], ptr: Optional[Tensor]) -> Tensor:

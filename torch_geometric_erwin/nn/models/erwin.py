@@ -18,7 +18,8 @@ from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
 from torch_geometric_erwin.tree import BallTree, build_ball_tree, granularity
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
-from torch_geometric_erwin.tree.validation import check_ball_config, check_pos, node_ptr_from
+from torch_geometric_erwin.tree.validation import (as_int, check_ball_config, check_pos, check_pos_magnitude,
+                                                   node_ptr_from)
 
 #: A level's tree orders: the geometry of its balls, and (permutation, geometry) of the rotated balls.
 LevelOrders = Tuple[BallGeometry, Optional[Tuple[Tensor, BallGeometry]]]
@@ -45,7 +46,7 @@ class ErwinStage(nn.Module):
         geometry, rotated = orders
         for i, block in enumerate(self.blocks):
             if i % 2 and rotated is not None:
-                x = block(x, permutation=rotated[0], geometry=rotated[1])
+                x = block.permuted(x, rotated[0], geometry=rotated[1])
             else:
                 x = block(x, geometry=geometry)
         return x
@@ -59,9 +60,9 @@ def _positive_ints(name: str, values, allow_zero: bool = False) -> List[int]:
         raise TypeError(f"{name} must be a list of ints, got {values!r}")
     low = 0 if allow_zero else 1
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if as_int(value) is None or value < low:
             raise ValueError(f"{name} must hold ints >= {low}, got {list(values)}")
-    return list(values)
+    return [int(value) for value in values]
 
 
 class Erwin(nn.Module):
@@ -146,13 +147,22 @@ class Erwin(nn.Module):
             raise TypeError(f"rotate must be a finite angle in degrees, got {rotate!r}")
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        if not isinstance(decode, bool):
+            raise TypeError(f"decode must be a bool, got {decode!r}")
+        if out_channels is not None and (as_int(out_channels) is None or out_channels < 1):
+            raise ValueError(f"out_channels must be a positive int or None, got {out_channels!r}")
+        if out_channels is not None and not decode:
+            raise ValueError("out_channels needs decode=True: the output head maps the decoder's finest level, "
+                             "and decode=False returns the coarsest level")
         if isinstance(knn, bool) or not isinstance(knn, int) or knn < 1:
             raise ValueError(f"knn must be a positive int, got {knn!r}")
         if radius is not None and not (isinstance(radius, (int, float)) and 0 < radius < math.inf):
             raise ValueError(f"radius must be a positive finite number, got {radius!r}")
 
         self.in_channels, self.hidden_channels = in_channels, hidden_channels
-        self.out_channels = hidden_channels[0] if out_channels is None else out_channels
+        # the width of what forward returns
+        self.out_channels = (int(out_channels) if out_channels is not None
+                             else hidden_channels[0] if decode else hidden_channels[-1])
         self.ball_sizes, self.strides = list(ball_sizes), list(strides)
         self.enc_num_heads, self.enc_depths = enc_num_heads, enc_depths
         self.dec_num_heads, self.dec_depths = dec_num_heads, dec_depths
@@ -294,7 +304,8 @@ class Erwin(nn.Module):
             raise ValueError(f"pos must have shape [{x.shape[0]}, {self.dimensionality}] (one row per row "
                              f"of x), got {tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__}")
         check_pos(pos)
-        node_ptr_from(x.shape[0], batch, None)
+        check_pos_magnitude(pos, self.embedding.lin.weight.dtype)
+        node_ptr = node_ptr_from(x.shape[0], batch, None)
         if edge_index is not None:
             if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
                 raise ValueError("edge_index must have shape [2, num_edges]")
@@ -307,6 +318,7 @@ class Erwin(nn.Module):
                 raise TypeError(f"tree must be a BallTree, got {type(tree).__name__}")
             if tree.num_nodes != x.shape[0]:
                 raise ValueError(f"tree has {tree.num_nodes} nodes but x has {x.shape[0]}")
+            tree.check(node_ptr)
             grain = granularity(self.ball_sizes, self.strides)
             if bool((tree.ptr % grain).any()):
                 raise ValueError(f"every graph's tree must have a multiple of {grain} slots for this model: "
@@ -331,6 +343,7 @@ class Erwin(nn.Module):
             if tree is None and getattr(data, "tree_index", None) is not None:
                 tree = BallTree.from_data(data, **self.tree_config)
         self._check_inputs(x, pos, batch, edge_index, tree)
+        pos = pos.to(torch.promote_types(pos.dtype, torch.float32))  # geometry in float32 at least
         if tree is None:
             tree = self.build_tree(pos, batch)
         if edge_index is None and self.mp_steps > 0:

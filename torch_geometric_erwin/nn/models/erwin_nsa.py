@@ -14,6 +14,7 @@ from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv
 from torch_geometric_erwin.nn.swiglu import SwiGLU
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
+from torch_geometric_erwin.tree.validation import node_ptr_from
 
 #: Table 3 of the NSA paper; omitted values follow the reference code's effective settings
 #: (head width 16, one key/value head) and Erwin's defaults (rotation 45, 3 MPNN steps, MLP ratio 4).
@@ -138,11 +139,13 @@ class ErwinNSA(nn.Module):
         """The ball tree (and its rotated order when ``rotate != 0``) this model runs on."""
         return build_ball_tree(pos, batch, rotate=self.rotate, **self.tree_config)
 
-    def _check_tree(self, tree: BallTree, num_nodes: int) -> None:
+    @torch.compiler.disable
+    def _check_tree(self, tree: BallTree, num_nodes: int, batch: Optional[Tensor]) -> None:
         if not isinstance(tree, BallTree):
             raise TypeError(f"tree must be a BallTree, got {type(tree).__name__}")
         if tree.num_nodes != num_nodes:
             raise ValueError(f"tree has {tree.num_nodes} nodes but x has {num_nodes}")
+        tree.check(node_ptr_from(num_nodes, batch, None))
         if bool((tree.ptr % self.region_size).any()):
             raise ValueError(f"tree slot counts must be multiples of {self.region_size}: build it with "
                              f"ball_sizes=[{self.region_size}] (model.tree_config)")
@@ -164,7 +167,8 @@ class ErwinNSA(nn.Module):
             raise ValueError(f"pos must have shape [{x.shape[0]}, {self.dimensionality}]")
         if tree is None:
             tree = self.build_tree(pos, batch)
-        self._check_tree(tree, x.shape[0])
+        else:
+            self._check_tree(tree, x.shape[0], batch)
 
         if edge_index is None and self.embedding.mp_steps > 0:
             edge_index = torch.compiler.disable(knn_graph)(pos, self.knn, batch, loop=True)
