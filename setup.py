@@ -14,7 +14,7 @@ extension = Pybind11Extension(
     "torch_geometric_erwin._C",
     sources=["csrc/bindings.cpp"],
     include_dirs=["csrc"],
-    depends=["csrc/ball_attention.h", "csrc/ball_tree.h"],
+    depends=["csrc/ball_attention.h", "csrc/ball_tree.h", "csrc/edge_messages.h", "csrc/vector_math.h"],
     cxx_std=17,
     extra_compile_args=["-O3"] + openmp,
     extra_link_args=openmp,

@@ -13,55 +13,28 @@
 // layer's memory. The head width E is a template parameter, so that loops over it unroll and the
 // loops over the m keys vectorise.
 //
-// Layouts (contiguous): q, k, v, out and their gradients [balls, heads, m, E]; distance
-// [balls, m, m]; hidden [balls, m] (nonzero: key hidden) or null; lse [balls, heads, m];
-// sigma [heads]; grad_sigma_parts [balls, heads]. Every row needs one visible key. m is a
-// multiple of kRows. Validated in Python and by the bindings.
+// Layouts (row-major, as the layer's linear maps read and write them): qkv and grad_qkv
+// [balls * m, 3 * heads * E], each row Q, K, V of every head, "(three h e)"; out and grad_out
+// [balls * m, heads * E], "(h e)"; distance [balls, m, m]; hidden [balls, m] (nonzero: key
+// hidden) or null; lse [balls, heads, m]; sigma [heads]; grad_sigma_parts [balls, heads]. Every
+// row needs one visible key. m is a multiple of kRows. Validated in Python and by the bindings.
+// A task copies its rows of Q, K, V (and of dO) into contiguous buffers in the caches: reading
+// the slabs in place saves the layer a copy of all of Q, K, V into a head-major layout, and one
+// of its output back, in both passes.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <vector>
 
-// Clones of the kernels for AVX-512, AVX2 and the baseline, picked at load time for the CPU at hand.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-#define ERWIN_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ERWIN_MULTIVERSION
-#endif
+#include "vector_math.h"
 
 namespace erwin {
 
 constexpr int kRows = 4;  // query rows per tile
 constexpr float kInfinity = std::numeric_limits<float>::infinity();
-
-// exp(x) for x <= 0 as 2^n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, exp(r) by its Taylor
-// polynomial of degree 7 (truncation error below 1e-8). Branch-free, so that it vectorises; 0 below
-// -87.3 (and for -inf), NaN for NaN. n is read off the bits of x / ln 2 + 1.5 * 2^23, whose low
-// mantissa bits hold it, so no float is converted to an integer.
-inline float exp_nonpositive(float x) {
-  const float clamped = x < -87.3f ? -87.3f : x;
-  const float shifted = clamped * 1.44269504f + 12582912.0f;
-  const float n = shifted - 12582912.0f;
-  const float r = (clamped - n * 0.693145751953125f) - n * 1.428606765330187e-6f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  uint32_t bits;
-  std::memcpy(&bits, &shifted, sizeof bits);
-  bits = (bits - 0x4B400000u + 127u) << 23;  // 2^n
-  float power;
-  std::memcpy(&power, &bits, sizeof power);
-  return x < -87.3f ? 0.0f : p * power;
-}
 
 // out[r][j] += sum_c rows[r][c] * transposed[c][j] for the kRows rows of a tile.
 template <int E>
@@ -79,9 +52,10 @@ inline void add_rows_times_transposed(const float* rows, const float* transposed
   }
 }
 
-// out[r][c] = scale * sum_j weights[r][j] * matrix[j][c].
+// out[r * stride + c] = scale * sum_j weights[r][j] * matrix[j][c].
 template <int E>
-inline void weights_times(const float* weights, const float* matrix, int64_t m, float scale, float* out) {
+inline void weights_times(const float* weights, const float* matrix, int64_t m, float scale, float* out,
+                          int64_t stride) {
   float sum[kRows][E] = {};
   for (int64_t j = 0; j < m; ++j) {
 #pragma omp simd
@@ -90,7 +64,7 @@ inline void weights_times(const float* weights, const float* matrix, int64_t m, 
     }
   }
   for (int r = 0; r < kRows; ++r) {
-    for (int c = 0; c < E; ++c) out[r * E + c] = scale * sum[r][c];
+    for (int c = 0; c < E; ++c) out[r * stride + c] = scale * sum[r][c];
   }
 }
 
@@ -107,42 +81,58 @@ inline void add_weights_transposed_times(const float* weights, const float* rows
   }
 }
 
-// What one task needs of the inputs: its ball's distances and hidden keys, its Q, K, V.
-struct Task {
-  const float* distance;  // [m, m]
-  const uint8_t* hidden;  // [m] or null
-  const float* q;         // [m, E]
-  const float* k;
-  const float* v;
-  float sigma;
-};
-
-inline Task task(const float* q, const float* k, const float* v, const float* sigma, const float* distance,
-                 const uint8_t* hidden, int64_t heads, int64_t m, int64_t e, int64_t ball_head) {
-  const int64_t ball = ball_head / heads, offset = ball_head * m * e;
-  return {distance + ball * m * m, hidden ? hidden + ball * m : nullptr, q + offset, k + offset, v + offset,
-          sigma[ball_head % heads]};
-}
-
-// [E, m] copy of a task's [m, E] matrix.
+// block [m, E] = scale * the m rows of E columns at slab, `stride` floats apart.
 template <int E>
-inline void transpose(const float* matrix, int64_t m, std::vector<float>& out) {
+inline void gather(const float* slab, int64_t stride, int64_t m, float scale, float* block) {
   for (int64_t j = 0; j < m; ++j) {
-    for (int c = 0; c < E; ++c) out[c * m + j] = matrix[j * E + c];
+#pragma omp simd
+    for (int c = 0; c < E; ++c) block[j * E + c] = scale * slab[j * stride + c];
   }
 }
 
-// The scores S of query rows [i, i + kRows) into scores [kRows, m]; scaled_q gets those rows of
-// Q / sqrt(E).
+// block [E, m] = the m rows of E columns at slab, transposed.
 template <int E>
-inline void tile_scores(const Task& t, const std::vector<float>& keys_transposed, int64_t m, int64_t i,
-                        float* scaled_q, float* scores) {
-  const float scale = 1.0f / std::sqrt(float(E));
-  for (int x = 0; x < kRows * E; ++x) scaled_q[x] = t.q[i * E + x] * scale;
+inline void gather_transposed(const float* slab, int64_t stride, int64_t m, float* block) {
+  for (int64_t j = 0; j < m; ++j) {
+    for (int c = 0; c < E; ++c) block[c * m + j] = slab[j * stride + c];
+  }
+}
+
+// The m rows of E columns at slab, `stride` floats apart, = block [m, E].
+template <int E>
+inline void scatter(const float* block, int64_t m, int64_t stride, float* slab) {
+  for (int64_t j = 0; j < m; ++j) {
+#pragma omp simd
+    for (int c = 0; c < E; ++c) slab[j * stride + c] = block[j * E + c];
+  }
+}
+
+// Where one (ball, head) task reads and writes: its ball's distances and hidden keys, the offsets of
+// its Q in the qkv slab (K and V follow, heads * E columns apart), of its rows in the out slab and
+// in lse.
+struct Task {
+  const float* distance;  // [m, m]
+  const uint8_t* hidden;  // [m] or null
+  float sigma;
+  int64_t qkv, out, lse;
+};
+
+inline Task task(const float* sigma, const float* distance, const uint8_t* hidden, int64_t heads, int64_t m,
+                 int64_t e, int64_t ball_head) {
+  const int64_t ball = ball_head / heads, head = ball_head % heads;
+  return {distance + ball * m * m, hidden ? hidden + ball * m : nullptr, sigma[head],
+          ball * m * 3 * heads * e + head * e, ball * m * heads * e + head * e, ball_head * m};
+}
+
+// The scores S of query rows [i, i + kRows) into scores [kRows, m], from the task's Q / sqrt(E)
+// [m, E] and K^T [E, m].
+template <int E>
+inline void tile_scores(const Task& t, const float* scaled_q, const float* keys_transposed, int64_t m, int64_t i,
+                        float* scores) {
   const float* distance = t.distance + i * m;
 #pragma omp simd
   for (int64_t x = 0; x < kRows * m; ++x) scores[x] = t.sigma * distance[x];
-  add_rows_times_transposed<E>(scaled_q, keys_transposed.data(), m, scores);
+  add_rows_times_transposed<E>(scaled_q + i * E, keys_transposed, m, scores);
   if (t.hidden) {
     for (int r = 0; r < kRows; ++r) {
 #pragma omp simd
@@ -152,18 +142,22 @@ inline void tile_scores(const Task& t, const std::vector<float>& keys_transposed
 }
 
 template <int E>
-ERWIN_MULTIVERSION void ball_attention_forward(const float* q, const float* k, const float* v, const float* sigma,
-                                               const float* distance, const uint8_t* hidden, int64_t balls,
-                                               int64_t heads, int64_t m, int threads, float* out, float* lse) {
+ERWIN_MULTIVERSION void ball_attention_forward(const float* qkv, const float* sigma, const float* distance,
+                                               const uint8_t* hidden, int64_t balls, int64_t heads, int64_t m,
+                                               int threads, float* out, float* lse) {
+  const float scale = 1.0f / std::sqrt(float(E));
+  const int64_t out_stride = heads * E, qkv_stride = 3 * out_stride;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> keys_transposed(E * m), scaled_q(kRows * E), scores(kRows * m);
+    std::vector<float> scaled_q(m * E), keys_transposed(E * m), values(m * E), scores(kRows * m);
 #pragma omp for schedule(static)
     for (int64_t ball_head = 0; ball_head < balls * heads; ++ball_head) {
-      const Task t = task(q, k, v, sigma, distance, hidden, heads, m, E, ball_head);
-      transpose<E>(t.k, m, keys_transposed);
+      const Task t = task(sigma, distance, hidden, heads, m, E, ball_head);
+      gather<E>(qkv + t.qkv, qkv_stride, m, scale, scaled_q.data());
+      gather_transposed<E>(qkv + t.qkv + out_stride, qkv_stride, m, keys_transposed.data());
+      gather<E>(qkv + t.qkv + 2 * out_stride, qkv_stride, m, 1.0f, values.data());
       for (int64_t i = 0; i < m; i += kRows) {
-        tile_scores<E>(t, keys_transposed, m, i, scaled_q.data(), scores.data());
+        tile_scores<E>(t, scaled_q.data(), keys_transposed.data(), m, i, scores.data());
         for (int r = 0; r < kRows; ++r) {
           float* row = scores.data() + r * m;
           float max = -kInfinity, sum = 0.0f;
@@ -177,46 +171,48 @@ ERWIN_MULTIVERSION void ball_attention_forward(const float* q, const float* k, c
           const float inverse = 1.0f / sum;
 #pragma omp simd
           for (int64_t j = 0; j < m; ++j) row[j] *= inverse;
-          lse[ball_head * m + i + r] = max + std::log(sum);
+          lse[t.lse + i + r] = max + std::log(sum);
         }
-        weights_times<E>(scores.data(), t.v, m, 1.0f, out + (ball_head * m + i) * E);
+        weights_times<E>(scores.data(), values.data(), m, 1.0f, out + t.out + i * out_stride, out_stride);
       }
     }
   }
 }
 
-// Gradients of Q, K, V and, per task, of sigma (summed over balls by the caller, in a fixed order).
-// With dP = dO V^T and delta = rowsum(dO * O): dS = P * (dP - delta), dQ = dS K / sqrt(E),
-// dK = dS^T Q / sqrt(E), dV = P^T dO, dsigma = sum(dS * D).
+// Gradients of Q, K, V (into grad_qkv) and, per task, of sigma (summed over balls by the caller, in
+// a fixed order). With dP = dO V^T and delta = rowsum(dO * O): dS = P * (dP - delta),
+// dQ = dS K / sqrt(E), dK = dS^T Q / sqrt(E), dV = P^T dO, dsigma = sum(dS * D).
 template <int E>
-ERWIN_MULTIVERSION void ball_attention_backward(const float* q, const float* k, const float* v, const float* sigma,
-                                                const float* distance, const uint8_t* hidden, const float* out,
-                                                const float* lse, const float* grad_out, int64_t balls,
-                                                int64_t heads, int64_t m, int threads, float* grad_q, float* grad_k,
-                                                float* grad_v, float* grad_sigma_parts) {
+ERWIN_MULTIVERSION void ball_attention_backward(const float* qkv, const float* sigma, const float* distance,
+                                                const uint8_t* hidden, const float* out, const float* lse,
+                                                const float* grad_out, int64_t balls, int64_t heads, int64_t m,
+                                                int threads, float* grad_qkv, float* grad_sigma_parts) {
   const float scale = 1.0f / std::sqrt(float(E));
+  const int64_t out_stride = heads * E, qkv_stride = 3 * out_stride;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> keys_transposed(E * m), values_transposed(E * m), scaled_q(kRows * E);
+    std::vector<float> scaled_q(m * E), keys(m * E), keys_transposed(E * m), values_transposed(E * m);
+    std::vector<float> d_out(m * E), grad_keys(m * E), grad_values(m * E);
     std::vector<float> probabilities(kRows * m), grad_scores(kRows * m);
 #pragma omp for schedule(static)
     for (int64_t ball_head = 0; ball_head < balls * heads; ++ball_head) {
-      const Task t = task(q, k, v, sigma, distance, hidden, heads, m, E, ball_head);
-      const int64_t offset = ball_head * m * E;
-      transpose<E>(t.k, m, keys_transposed);
-      transpose<E>(t.v, m, values_transposed);
-      float* dk = grad_k + offset;
-      float* dv = grad_v + offset;
-      std::fill(dk, dk + m * E, 0.0f);
-      std::fill(dv, dv + m * E, 0.0f);
+      const Task t = task(sigma, distance, hidden, heads, m, E, ball_head);
+      gather<E>(qkv + t.qkv, qkv_stride, m, scale, scaled_q.data());
+      gather<E>(qkv + t.qkv + out_stride, qkv_stride, m, 1.0f, keys.data());
+      gather_transposed<E>(qkv + t.qkv + out_stride, qkv_stride, m, keys_transposed.data());
+      gather_transposed<E>(qkv + t.qkv + 2 * out_stride, qkv_stride, m, values_transposed.data());
+      gather<E>(grad_out + t.out, out_stride, m, 1.0f, d_out.data());
+      std::fill(grad_keys.begin(), grad_keys.end(), 0.0f);
+      std::fill(grad_values.begin(), grad_values.end(), 0.0f);
       float grad_sigma = 0.0f;
       for (int64_t i = 0; i < m; i += kRows) {
-        tile_scores<E>(t, keys_transposed, m, i, scaled_q.data(), probabilities.data());
-        const float* d_out = grad_out + offset + i * E;
+        tile_scores<E>(t, scaled_q.data(), keys_transposed.data(), m, i, probabilities.data());
+        const float* d_out_rows = d_out.data() + i * E;
         for (int r = 0; r < kRows; ++r) {
-          const float row_lse = lse[ball_head * m + i + r];
+          const float row_lse = lse[t.lse + i + r];
+          const float* out_row = out + t.out + (i + r) * out_stride;
           float delta = 0.0f;
-          for (int c = 0; c < E; ++c) delta += d_out[r * E + c] * out[offset + (i + r) * E + c];
+          for (int c = 0; c < E; ++c) delta += d_out_rows[r * E + c] * out_row[c];
           float* p = probabilities.data() + r * m;
           float* ds = grad_scores.data() + r * m;
 #pragma omp simd
@@ -225,17 +221,19 @@ ERWIN_MULTIVERSION void ball_attention_backward(const float* q, const float* k, 
             ds[j] = -delta;
           }
         }
-        add_rows_times_transposed<E>(d_out, values_transposed.data(), m, grad_scores.data());
+        add_rows_times_transposed<E>(d_out_rows, values_transposed.data(), m, grad_scores.data());
         const float* distance_rows = t.distance + i * m;
 #pragma omp simd reduction(+ : grad_sigma)
         for (int64_t x = 0; x < kRows * m; ++x) {
           grad_scores[x] *= probabilities[x];
           grad_sigma += grad_scores[x] * distance_rows[x];
         }
-        weights_times<E>(grad_scores.data(), t.k, m, scale, grad_q + offset + i * E);
-        add_weights_transposed_times<E>(grad_scores.data(), scaled_q.data(), m, dk);
-        add_weights_transposed_times<E>(probabilities.data(), d_out, m, dv);
+        weights_times<E>(grad_scores.data(), keys.data(), m, scale, grad_qkv + t.qkv + i * qkv_stride, qkv_stride);
+        add_weights_transposed_times<E>(grad_scores.data(), scaled_q.data() + i * E, m, grad_keys.data());
+        add_weights_transposed_times<E>(probabilities.data(), d_out_rows, m, grad_values.data());
       }
+      scatter<E>(grad_keys.data(), m, qkv_stride, grad_qkv + t.qkv + out_stride);
+      scatter<E>(grad_values.data(), m, qkv_stride, grad_qkv + t.qkv + 2 * out_stride);
       grad_sigma_parts[ball_head] = grad_sigma;
     }
   }

@@ -1,8 +1,9 @@
-// Python bindings of the ball-tree engine and of the ball-attention kernels: torch_geometric_erwin._C.
-// Inputs are validated in Python (torch_geometric_erwin/tree/validation.py,
-// torch_geometric_erwin/nn/ball_attention.py); the checks here only protect memory safety. all_finite, batch_ptr and slot_ptr serve the checks
-// and offsets of the build path, each in one pass (torch_geometric_erwin/tree/engine.py has
-// their fallbacks).
+// Python bindings of the ball-tree engine and of the ball-attention and edge-message kernels:
+// torch_geometric_erwin._C.
+// Inputs are validated in Python (torch_geometric_erwin/tree/validation.py and the layers of
+// torch_geometric_erwin/nn); the checks here only protect memory safety. all_finite, batch_ptr and
+// slot_ptr serve the checks and offsets of the build path, each in one pass
+// (torch_geometric_erwin/tree/engine.py has their fallbacks).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -18,6 +19,7 @@
 
 #include "ball_attention.h"
 #include "ball_tree.h"
+#include "edge_messages.h"
 
 namespace py = pybind11;
 
@@ -147,22 +149,25 @@ struct AttentionShape {
   int64_t balls, heads, m, head_width;
 };
 
-// The shape of q [balls, heads, m, E], after checking that every array has the size the kernels
-// will address.
-static AttentionShape attention_shape(const FloatArray& q, const std::vector<const FloatArray*>& like_q,
-                                      const FloatArray& sigma, const FloatArray& distance,
-                                      const std::optional<MaskArray>& hidden, const FloatArray& lse,
-                                      const FloatArray* grad_sigma_parts) {
-  if (q.ndim() != 4) throw std::invalid_argument("q must be [balls, heads, m, E]");
-  const AttentionShape s{q.shape(0), q.shape(1), q.shape(2), q.shape(3)};
-  for (const FloatArray* array : like_q) {
-    if (array->ndim() != 4 || !std::equal(q.shape(), q.shape() + 4, array->shape())) {
-      throw std::invalid_argument("q, k, v, out and the gradients must have the same shape");
-    }
+// The shape of the attention, from distance [balls, m, m], sigma [heads] and the first of like_out
+// [balls * m, heads * E], after checking that every array has the size the kernels will address.
+static AttentionShape attention_shape(const std::vector<const FloatArray*>& like_qkv,
+                                      const std::vector<const FloatArray*>& like_out, const FloatArray& sigma,
+                                      const FloatArray& distance, const std::optional<MaskArray>& hidden,
+                                      const FloatArray& lse, const FloatArray* grad_sigma_parts) {
+  const FloatArray& out = *like_out.front();
+  if (distance.ndim() != 3 || out.ndim() != 2 || sigma.size() < 1 || out.shape(1) % sigma.size() != 0) {
+    throw std::invalid_argument("ball attention: distance must be [balls, m, m], out [balls * m, heads * E]");
   }
-  const bool ok = s.m % erwin::kRows == 0 && sigma.size() == s.heads && distance.size() == s.balls * s.m * s.m &&
-                  (!hidden || hidden->size() == s.balls * s.m) && lse.size() == s.balls * s.heads * s.m &&
-                  (!grad_sigma_parts || grad_sigma_parts->size() == s.balls * s.heads);
+  const AttentionShape s{distance.shape(0), sigma.size(), distance.shape(1), out.shape(1) / sigma.size()};
+  const auto has_shape = [](const FloatArray* array, int64_t rows, int64_t columns) {
+    return array->ndim() == 2 && array->shape(0) == rows && array->shape(1) == columns;
+  };
+  bool ok = s.m % erwin::kRows == 0 && distance.shape(2) == s.m && (!hidden || hidden->size() == s.balls * s.m) &&
+            lse.size() == s.balls * s.heads * s.m &&
+            (!grad_sigma_parts || grad_sigma_parts->size() == s.balls * s.heads);
+  for (const FloatArray* array : like_qkv) ok = ok && has_shape(array, s.balls * s.m, 3 * s.heads * s.head_width);
+  for (const FloatArray* array : like_out) ok = ok && has_shape(array, s.balls * s.m, s.heads * s.head_width);
   if (!ok) throw std::invalid_argument("ball attention: inconsistent shapes");
   return s;
 }
@@ -184,33 +189,126 @@ static const uint8_t* data_or_null(const std::optional<MaskArray>& hidden) {
   return hidden ? hidden->data() : nullptr;
 }
 
-static void ball_attention_forward(const FloatArray& q, const FloatArray& k, const FloatArray& v,
-                                   const FloatArray& sigma, const FloatArray& distance,
+static void ball_attention_forward(const FloatArray& qkv, const FloatArray& sigma, const FloatArray& distance,
                                    const std::optional<MaskArray>& hidden, FloatArray& out, FloatArray& lse,
                                    int threads) {
-  const AttentionShape s = attention_shape(q, {&k, &v, &out}, sigma, distance, hidden, lse, nullptr);
+  const AttentionShape s = attention_shape({&qkv}, {&out}, sigma, distance, hidden, lse, nullptr);
   py::gil_scoped_release release;
   with_head_width(s.head_width, [&](auto width) {
-    erwin::ball_attention_forward<decltype(width)::value>(q.data(), k.data(), v.data(), sigma.data(),
-                                                          distance.data(), data_or_null(hidden), s.balls, s.heads,
-                                                          s.m, threads, out.mutable_data(), lse.mutable_data());
+    erwin::ball_attention_forward<decltype(width)::value>(qkv.data(), sigma.data(), distance.data(),
+                                                          data_or_null(hidden), s.balls, s.heads, s.m, threads,
+                                                          out.mutable_data(), lse.mutable_data());
   });
 }
 
-static void ball_attention_backward(const FloatArray& q, const FloatArray& k, const FloatArray& v,
-                                    const FloatArray& sigma, const FloatArray& distance,
+static void ball_attention_backward(const FloatArray& qkv, const FloatArray& sigma, const FloatArray& distance,
                                     const std::optional<MaskArray>& hidden, const FloatArray& out,
-                                    const FloatArray& lse, const FloatArray& grad_out, FloatArray& grad_q,
-                                    FloatArray& grad_k, FloatArray& grad_v, FloatArray& grad_sigma_parts,
-                                    int threads) {
-  const AttentionShape s = attention_shape(q, {&k, &v, &out, &grad_out, &grad_q, &grad_k, &grad_v}, sigma,
-                                           distance, hidden, lse, &grad_sigma_parts);
+                                    const FloatArray& lse, const FloatArray& grad_out, FloatArray& grad_qkv,
+                                    FloatArray& grad_sigma_parts, int threads) {
+  const AttentionShape s =
+      attention_shape({&qkv, &grad_qkv}, {&out, &grad_out}, sigma, distance, hidden, lse, &grad_sigma_parts);
   py::gil_scoped_release release;
   with_head_width(s.head_width, [&](auto width) {
     erwin::ball_attention_backward<decltype(width)::value>(
-        q.data(), k.data(), v.data(), sigma.data(), distance.data(), data_or_null(hidden), out.data(), lse.data(),
-        grad_out.data(), s.balls, s.heads, s.m, threads, grad_q.mutable_data(), grad_k.mutable_data(),
-        grad_v.mutable_data(), grad_sigma_parts.mutable_data());
+        qkv.data(), sigma.data(), distance.data(), data_or_null(hidden), out.data(), lse.data(), grad_out.data(),
+        s.balls, s.heads, s.m, threads, grad_qkv.mutable_data(), grad_sigma_parts.mutable_data());
+  });
+}
+
+using EdgeArray = py::array_t<int64_t, py::array::c_style>;
+
+// Memory safety of the edge kernels: ids in [0, bound), and ptr from 0 to edges, non-decreasing.
+static void check_edges(const EdgeArray& ids, int64_t bound) {
+  const int64_t* data = ids.data();
+  if (!std::all_of(data, data + ids.size(), [bound](int64_t id) { return id >= 0 && id < bound; })) {
+    throw std::invalid_argument("edge messages: node or edge id out of range");
+  }
+}
+
+static void check_ptr(const EdgeArray& ptr, int64_t edges) {
+  const int64_t* data = ptr.data();
+  if (data[0] != 0 || data[ptr.size() - 1] != edges || !std::is_sorted(data, data + ptr.size())) {
+    throw std::invalid_argument("edge messages: ptr must run from 0 to the edge count, non-decreasing");
+  }
+}
+
+// The layer's per-node terms and weights, after checking their sizes against per_source [nodes, C]
+// and offset_weight [D, C].
+static erwin::EdgeLayer edge_layer(const FloatArray& per_source, const FloatArray& per_target,
+                                   const FloatArray& offset_weight, const FloatArray& gamma, const FloatArray& beta,
+                                   float eps) {
+  if (per_source.ndim() != 2 || offset_weight.ndim() != 2) {
+    throw std::invalid_argument("edge messages: per_source and offset_weight must be 2-D");
+  }
+  const int64_t nodes = per_source.shape(0), channels = per_source.shape(1), dims = offset_weight.shape(0);
+  if (per_target.size() != nodes * channels || offset_weight.shape(1) != channels || gamma.size() != channels ||
+      beta.size() != channels || dims < 1 || dims > 4) {
+    throw std::invalid_argument("edge messages: inconsistent shapes (or more than 4 dimensions)");
+  }
+  return {per_source.data(), per_target.data(), offset_weight.data(), gamma.data(), beta.data(), nodes, dims, eps};
+}
+
+// An edge list of the layer's graph, after checking its sizes and that node ids and ptr stay in range.
+static erwin::EdgeList edge_list(const erwin::EdgeLayer& layer, const EdgeArray& source, const EdgeArray& target,
+                                 const FloatArray& offset, const EdgeArray& ptr) {
+  const int64_t edges = source.size();
+  if (target.size() != edges || offset.size() != edges * layer.dims || ptr.size() != layer.nodes + 1) {
+    throw std::invalid_argument("edge messages: inconsistent shapes");
+  }
+  check_edges(source, layer.nodes);
+  check_edges(target, layer.nodes);
+  check_ptr(ptr, edges);
+  return {source.data(), target.data(), offset.data(), ptr.data()};
+}
+
+// Calls kernel(std::integral_constant<int, C>) for the supported widths C.
+template <class Kernel>
+static void with_channels(int64_t channels, Kernel&& kernel) {
+  switch (channels) {
+    case 16: return kernel(std::integral_constant<int, 16>{});
+    case 32: return kernel(std::integral_constant<int, 32>{});
+    case 64: return kernel(std::integral_constant<int, 64>{});
+    case 128: return kernel(std::integral_constant<int, 128>{});
+    case 256: return kernel(std::integral_constant<int, 256>{});
+    default: throw std::invalid_argument("edge messages: channels must be 16, 32, 64, 128 or 256");
+  }
+}
+
+static void edge_messages_forward(const FloatArray& per_source, const FloatArray& per_target,
+                                  const FloatArray& offset_weight, const FloatArray& gamma, const FloatArray& beta,
+                                  float eps, const EdgeArray& source, const EdgeArray& target,
+                                  const FloatArray& offset, const EdgeArray& target_ptr, FloatArray& summed,
+                                  int threads) {
+  const erwin::EdgeLayer layer = edge_layer(per_source, per_target, offset_weight, gamma, beta, eps);
+  const erwin::EdgeList by_target = edge_list(layer, source, target, offset, target_ptr);
+  if (summed.size() != per_source.size()) throw std::invalid_argument("edge messages: inconsistent shapes");
+  py::gil_scoped_release release;
+  with_channels(per_source.shape(1), [&](auto width) {
+    erwin::edge_messages_forward<decltype(width)::value>(layer, by_target, threads, summed.mutable_data());
+  });
+}
+
+static void edge_messages_backward(const FloatArray& per_source, const FloatArray& per_target,
+                                   const FloatArray& offset_weight, const FloatArray& gamma, const FloatArray& beta,
+                                   float eps, const EdgeArray& source, const EdgeArray& target,
+                                   const FloatArray& offset, const EdgeArray& target_ptr,
+                                   const EdgeArray& source_by_source, const EdgeArray& target_by_source,
+                                   const FloatArray& offset_by_source, const EdgeArray& source_ptr,
+                                   const FloatArray& grad_summed, FloatArray& grad_per_source,
+                                   FloatArray& grad_per_target, FloatArray& grad_parts, int threads) {
+  const erwin::EdgeLayer layer = edge_layer(per_source, per_target, offset_weight, gamma, beta, eps);
+  const erwin::EdgeList by_target = edge_list(layer, source, target, offset, target_ptr);
+  const erwin::EdgeList by_source = edge_list(layer, source_by_source, target_by_source, offset_by_source, source_ptr);
+  const int64_t size = per_source.size();
+  if (grad_summed.size() != size || grad_per_source.size() != size || grad_per_target.size() != size ||
+      grad_parts.size() != size * (1 + layer.dims) || source_by_source.size() != source.size()) {
+    throw std::invalid_argument("edge messages: inconsistent shapes");
+  }
+  py::gil_scoped_release release;
+  with_channels(per_source.shape(1), [&](auto width) {
+    erwin::edge_messages_backward<decltype(width)::value>(layer, by_target, by_source, grad_summed.data(), threads,
+                                                          grad_per_source.mutable_data(),
+                                                          grad_per_target.mutable_data(), grad_parts.mutable_data());
   });
 }
 
@@ -226,16 +324,32 @@ PYBIND11_MODULE(_C, m) {
         "or (2, None) for unsorted ids.");
   m.def("slot_ptr", &slot_ptr, py::arg("node_ptr"), py::arg("pow2"), py::arg("grain"),
         "Slot offsets of the graphs: pow2 or compact padding to the granularity.");
-  m.def("ball_attention_forward", &ball_attention_forward, py::arg("q").noconvert(), py::arg("k").noconvert(),
-        py::arg("v").noconvert(), py::arg("sigma").noconvert(), py::arg("distance").noconvert(),
-        py::arg("hidden").noconvert().none(true), py::arg("out").noconvert(), py::arg("lse").noconvert(),
+  m.def("ball_attention_forward", &ball_attention_forward, py::arg("qkv").noconvert(), py::arg("sigma").noconvert(),
+        py::arg("distance").noconvert(), py::arg("hidden").noconvert().none(true), py::arg("out").noconvert(),
+        py::arg("lse").noconvert(), py::arg("threads"),
+        "Ball attention of float32 qkv [balls * m, (three heads E)] (csrc/ball_attention.h): writes out "
+        "[balls * m, (heads E)] and the rows' log-sum-exp lse [balls, heads, m].");
+  m.def("ball_attention_backward", &ball_attention_backward, py::arg("qkv").noconvert(),
+        py::arg("sigma").noconvert(), py::arg("distance").noconvert(), py::arg("hidden").noconvert().none(true),
+        py::arg("out").noconvert(), py::arg("lse").noconvert(), py::arg("grad_out").noconvert(),
+        py::arg("grad_qkv").noconvert(), py::arg("grad_sigma_parts").noconvert(), py::arg("threads"),
+        "Gradients of ball attention: writes grad_qkv and grad_sigma_parts [balls, heads].");
+  m.def("edge_messages_forward", &edge_messages_forward, py::arg("per_source").noconvert(),
+        py::arg("per_target").noconvert(), py::arg("offset_weight").noconvert(), py::arg("gamma").noconvert(),
+        py::arg("beta").noconvert(), py::arg("eps"), py::arg("source").noconvert(), py::arg("target").noconvert(),
+        py::arg("offset").noconvert(), py::arg("target_ptr").noconvert(), py::arg("summed").noconvert(),
         py::arg("threads"),
-        "Ball attention of float32 q, k, v [balls, heads, m, E] (csrc/ball_attention.h): writes out and the "
-        "rows' log-sum-exp lse [balls, heads, m].");
-  m.def("ball_attention_backward", &ball_attention_backward, py::arg("q").noconvert(), py::arg("k").noconvert(),
-        py::arg("v").noconvert(), py::arg("sigma").noconvert(), py::arg("distance").noconvert(),
-        py::arg("hidden").noconvert().none(true), py::arg("out").noconvert(), py::arg("lse").noconvert(),
-        py::arg("grad_out").noconvert(), py::arg("grad_q").noconvert(), py::arg("grad_k").noconvert(),
-        py::arg("grad_v").noconvert(), py::arg("grad_sigma_parts").noconvert(), py::arg("threads"),
-        "Gradients of ball attention: writes grad_q, grad_k, grad_v and grad_sigma_parts [balls, heads].");
+        "The embedding's messages of float32 per-node terms, summed per target (csrc/edge_messages.h), the "
+        "edges grouped by target: writes summed [nodes, C].");
+  m.def("edge_messages_backward", &edge_messages_backward, py::arg("per_source").noconvert(),
+        py::arg("per_target").noconvert(), py::arg("offset_weight").noconvert(), py::arg("gamma").noconvert(),
+        py::arg("beta").noconvert(), py::arg("eps"), py::arg("source").noconvert(), py::arg("target").noconvert(),
+        py::arg("offset").noconvert(), py::arg("target_ptr").noconvert(), py::arg("source_by_source").noconvert(),
+        py::arg("target_by_source").noconvert(), py::arg("offset_by_source").noconvert(),
+        py::arg("source_ptr").noconvert(), py::arg("grad_summed").noconvert(),
+        py::arg("grad_per_source").noconvert(), py::arg("grad_per_target").noconvert(),
+        py::arg("grad_parts").noconvert(), py::arg("threads"),
+        "Gradients of the embedding's summed messages, given the edges grouped by target and by source: writes "
+        "grad_per_source, grad_per_target and grad_parts [nodes, (1 + D) C] (per target, the partial gradients "
+        "of the LayerNorm weight and of W_p^T).");
 }

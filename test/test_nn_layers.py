@@ -3,8 +3,9 @@ import math
 
 import pytest
 import torch
+from einops import rearrange
 
-from torch_geometric_erwin.nn import ball_attention, embedding, swiglu
+from torch_geometric_erwin.nn import ball_attention, cpu_path, embedding, swiglu
 from torch_geometric_erwin.nn import (BallAttention, BallGeometry, BallPooling, BallUnpooling, ErwinBlock,
                                       ErwinEmbedding, SwiGLU, knn_graph, radius_graph)
 
@@ -103,6 +104,17 @@ def random_attention_inputs(balls, heads, ball_size, head_width, dtype=torch.flo
     return q, k, v, sigma, torch.cdist(pos, pos), hidden
 
 
+class SlabKernels:
+    """The C++ kernels (which read the projection's ``qkv [(n m), (three h e)]`` slab and write
+    ``[(n m), (h e)]`` rows) on head-major ``q, k, v [n, h, m, e]``, like :class:`_BallAttentionFunction`."""
+
+    @staticmethod
+    def apply(q, k, v, sigma, distance, hidden):
+        qkv = rearrange(torch.stack([q, k, v]), "three n h m e -> (n m) (three h e)")
+        out = ball_attention._KernelBallAttentionFunction.apply(qkv, sigma, distance, hidden)
+        return rearrange(out, "(n m) (h e) -> n h m e", m=q.shape[2], h=q.shape[1])
+
+
 def attention_values_and_gradients(function, inputs, grad_out):
     q, k, v, sigma, distance, hidden = inputs
     leaves = [t.clone().requires_grad_() for t in (q, k, v, sigma)]
@@ -119,7 +131,7 @@ def test_ball_attention_kernels_match_the_pytorch_path_in_float64(head_width, ba
     of its keys) against the written-out PyTorch path in float64."""
     inputs = random_attention_inputs(3, 2, ball_size, head_width)
     grad_out = torch.randn(inputs[0].shape)
-    kernel = attention_values_and_gradients(ball_attention._KernelBallAttentionFunction, inputs, grad_out)
+    kernel = attention_values_and_gradients(SlabKernels, inputs, grad_out)
     inputs64 = [t.double() if t.is_floating_point() else t for t in inputs]
     exact = attention_values_and_gradients(ball_attention._BallAttentionFunction, inputs64, grad_out.double())
     for ours, expected in zip(kernel, exact):
@@ -138,7 +150,7 @@ def test_ball_attention_kernels_do_not_depend_on_the_thread_count_and_keep_extre
         runs = []
         for count in (1, 2):
             torch.set_num_threads(count)
-            runs.append(attention_values_and_gradients(ball_attention._KernelBallAttentionFunction, inputs, grad_out))
+            runs.append(attention_values_and_gradients(SlabKernels, inputs, grad_out))
     finally:
         torch.set_num_threads(threads)
     for one, two in zip(*runs):
@@ -150,7 +162,7 @@ def test_ball_attention_kernels_do_not_depend_on_the_thread_count_and_keep_extre
     q = inputs[0].clone()
     q[2, 1, 5, 0] = float("nan")
     with torch.no_grad():
-        out = ball_attention._KernelBallAttentionFunction.apply(q, *inputs[1:])
+        out = SlabKernels.apply(q, *inputs[1:])
     assert out[2, 1, 5].isnan().all() and not out[[0, 1, 3]].isnan().any() and not out[2, 0].isnan().any()
 
 
@@ -171,8 +183,8 @@ def test_ball_attention_takes_the_kernels_where_they_apply(monkeypatch):
     assert calls == ["_KernelBallAttentionFunction", "_KernelBallAttentionFunction", "_BallAttentionFunction",
                      "_BallAttentionFunction"]
     with pytest.raises(ValueError, match="head width"):
-        ball_attention._C.ball_attention_forward(*ball_attention._arrays(
-            *random_attention_inputs(1, 1, 4, 6)[:5], None, torch.empty(1, 1, 4, 6), torch.empty(1, 1, 4)), 1)
+        ball_attention._C.ball_attention_forward(*cpu_path.arrays(
+            torch.empty(4, 18), torch.ones(1), torch.zeros(1, 4, 4), None, torch.empty(4, 6), torch.empty(1, 1, 4)), 1)
 
 
 def test_attention_and_swiglu_training_paths_take_zero_rows():
@@ -337,6 +349,104 @@ def test_embedding_edge_blocks_give_the_same_values_and_gradients(monkeypatch, e
         results.append([out.detach(), xs.grad] + [p.grad.clone() for p in layer.parameters()])
     for whole, blocked in zip(*results):
         torch.testing.assert_close(blocked, whole)
+
+
+def embedding_values_and_gradients(layer, x, pos, edge_index, weights):
+    layer.zero_grad()
+    xs = x.clone().requires_grad_()
+    out = layer(xs, pos, edge_index)
+    (out * weights.to(out.dtype)).sum().backward()
+    return [out.detach(), xs.grad] + [p.grad.clone() for p in layer.parameters()]
+
+
+@needs_kernels
+@pytest.mark.parametrize("channels, dimensionality", [(16, 2), (32, 3), (64, 3)])
+def test_embedding_kernels_match_the_pytorch_path_in_float64(channels, dimensionality):
+    """The C++ message kernels (float32) against the PyTorch path in float64, output and every
+    gradient: edges in no order, repeated edges, self-loops, a node without incoming edges."""
+    torch.manual_seed(8)
+    layer = ErwinEmbedding(5, channels, mp_steps=2, dimensionality=dimensionality)
+    exact = ErwinEmbedding(5, channels, mp_steps=2, dimensionality=dimensionality).double()
+    exact.load_state_dict(layer.state_dict())
+    x, pos = torch.randn(60, 5), torch.randn(60, dimensionality)
+    edge_index = torch.randint(0, 60, (2, 700))
+    edge_index = torch.cat([edge_index[:, edge_index[1] != 9], torch.tensor([[4, 4], [4, 4]])], dim=1)
+    weights = torch.randn(60, channels, dtype=torch.float64)
+    ours = embedding_values_and_gradients(layer, x, pos, edge_index, weights)
+    expected = embedding_values_and_gradients(exact, x.double(), pos.double(), edge_index, weights)
+    for value, reference in zip(ours, expected):
+        torch.testing.assert_close(value.double(), reference, atol=2e-6 * reference.abs().max(), rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, pos, edge_index), ours[0])
+        empty = layer(x, pos, edge_index[:, :0])
+    torch.testing.assert_close(empty, exact(x.double(), pos.double(), edge_index[:, :0]).float())
+
+
+@needs_kernels
+def test_embedding_kernels_are_taken_where_they_apply(monkeypatch):
+    calls = []
+    apply = embedding._KernelEdgeMessagesFunction.apply
+    monkeypatch.setattr(embedding._KernelEdgeMessagesFunction, "apply", lambda *args: calls.append(1) or apply(*args))
+    x, pos = torch.randn(40, 3), torch.randn(40, 3)
+    edge_index = knn_graph(pos, 6)
+    ErwinEmbedding(3, 8, mp_steps=1)(x, pos, edge_index)  # a width without kernels
+    ErwinEmbedding(3, 16, mp_steps=1).double()(x.double(), pos.double(), edge_index)
+    assert calls == []
+    layer = ErwinEmbedding(3, 16, mp_steps=2)
+    weights = torch.randn(40, 16)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            runs.append(embedding_values_and_gradients(layer, x, pos, edge_index, weights))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 4
+    # the kernels' own results are bit-identical; PyTorch's GEMMs and reductions around them may
+    # round differently with another thread count
+    for one, two in zip(*runs):
+        torch.testing.assert_close(one, two, atol=1e-6, rtol=1e-6)
+
+
+@needs_kernels
+def test_embedding_kernels_do_not_depend_on_the_thread_count():
+    generator = torch.Generator().manual_seed(9)
+    per_source, per_target = (torch.randn(50, 32, generator=generator, requires_grad=True) for _ in range(2))
+    offset_weight, weight, bias = (torch.randn(*shape, generator=generator, requires_grad=True)
+                                   for shape in ((3, 32), (32,), (32,)))
+    source, target = torch.randint(0, 50, (2, 400), generator=generator)
+    offset = torch.randn(400, 3, generator=generator)
+    by_target = embedding._EdgeList.grouped(1, source, target, offset, 50)
+    by_source = embedding._EdgeList.grouped(0, *by_target[:3], 50)
+    grad = torch.randn(50, 32, generator=generator)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            inputs = [t.detach().clone().requires_grad_() for t in (per_source, per_target, offset_weight)]
+            summed = embedding._KernelEdgeMessagesFunction.apply(*inputs, weight, bias, 1e-5, by_target, by_source)
+            summed.backward(grad)
+            runs.append([summed.detach()] + [t.grad for t in inputs])
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*runs):
+        assert torch.equal(one, two)
+
+
+@needs_kernels
+def test_embedding_kernel_bindings_reject_out_of_range_edges():
+    nodes = torch.zeros(3, 16)
+    layer = [nodes, nodes, torch.zeros(3, 16), torch.ones(16), torch.zeros(16)]
+    source, target = torch.tensor([0, 3]), torch.tensor([0, 1])
+    ptr = torch.tensor([0, 1, 2, 2])
+    with pytest.raises(ValueError, match="out of range"):
+        cpu_path._C.edge_messages_forward(*cpu_path.arrays(*layer), 1e-5, *cpu_path.arrays(
+            source, target, torch.zeros(2, 3), ptr, torch.empty(3, 16)), 1)
+    with pytest.raises(ValueError, match="ptr"):
+        cpu_path._C.edge_messages_forward(*cpu_path.arrays(*layer), 1e-5, *cpu_path.arrays(
+            target, target, torch.zeros(2, 3), torch.tensor([0, 2, 1, 2]), torch.empty(3, 16)), 1)
 
 
 def brute_force_neighbours(pos, batch, count, radius, loop):

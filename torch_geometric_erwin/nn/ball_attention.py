@@ -9,14 +9,9 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from torch_geometric_erwin.nn.cpu_path import blocks, takes_cpu_path
+from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_cpu_path
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import is_power_of_two
-
-try:
-    from torch_geometric_erwin import _C
-except ImportError:  # built without a C++ compiler: the PyTorch path below serves
-    _C = None
 
 #: Head widths the C++ kernels (csrc/ball_attention.h) are compiled for.
 KERNEL_HEAD_WIDTHS = (4, 8, 16, 32, 64)
@@ -133,16 +128,11 @@ class _BallAttentionFunction(torch.autograd.Function):
         return (*(t.view(n, h, m, e) for t in (grad_q, grad_k, grad_v)), grad_sigma, None, None)
 
 
-def _kernel_applies(q: Tensor) -> bool:
-    """Whether the C++ kernels take ``q [n, h, m, e]``: built, float32, ``m`` a multiple of 4 and ``e``
-    one of :data:`KERNEL_HEAD_WIDTHS`."""
-    return (_C is not None and q.dtype == torch.float32 and q.shape[2] % 4 == 0
-            and q.shape[3] in KERNEL_HEAD_WIDTHS)
-
-
-def _arrays(*tensors: Optional[Tensor]):
-    """NumPy views of CPU tensors (None stays None), which the C++ kernels read and write in place."""
-    return [None if t is None else t.detach().numpy() for t in tensors]
+def _kernel_applies(dtype: torch.dtype, head_width: int, ball_size: int) -> bool:
+    """Whether the C++ kernels take attention in ``dtype`` with heads of ``head_width`` channels in
+    balls of ``ball_size``: built, float32, ``ball_size`` a multiple of 4 and ``head_width`` one of
+    :data:`KERNEL_HEAD_WIDTHS`."""
+    return _C is not None and dtype == torch.float32 and ball_size % 4 == 0 and head_width in KERNEL_HEAD_WIDTHS
 
 
 class _KernelBallAttentionFunction(torch.autograd.Function):
@@ -150,29 +140,30 @@ class _KernelBallAttentionFunction(torch.autograd.Function):
     ``csrc/ball_attention.h``: one task per ball and head whose scores live in the caches and are
     never stored. The forward pass keeps each query row's log-sum-exp and the backward pass forms
     the probabilities again from it, so that no ``[n, h, m, m]`` tensor is written, kept or read
-    back. Shapes as there, with ``hidden [n, 1, 1, m]`` (bool) or None.
+    back. The kernels read Q, K, V from the projection's output ``qkv [S, (three h e)]`` and write
+    ``[S, (h e)]`` rows for the output projection (and the gradients in the same layouts), so
+    that no head-major copy of either is made. Inputs: ``qkv``, ``sigma [h]``, ``distance
+    [n, m, m]``, ``hidden [n, 1, 1, m]`` (bool) or None.
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, sigma: Tensor, distance: Tensor,
-                hidden: Optional[Tensor]) -> Tensor:
-        n, h, m, _ = q.shape
+    def forward(ctx, qkv: Tensor, sigma: Tensor, distance: Tensor, hidden: Optional[Tensor]) -> Tensor:
+        n, m, _ = distance.shape
+        qkv, distance = qkv.contiguous(), distance.contiguous()
         hidden = None if hidden is None else hidden.reshape(n, m).view(torch.uint8)
-        distance = distance.contiguous()
-        out, lse = torch.empty_like(q), q.new_empty(n, h, m)
-        _C.ball_attention_forward(*_arrays(q, k, v, sigma, distance, hidden, out, lse), torch.get_num_threads())
-        ctx.save_for_backward(q, k, v, sigma, distance, hidden, out, lse)
+        out, lse = qkv.new_empty(n * m, qkv.shape[1] // 3), qkv.new_empty(n, sigma.shape[0], m)
+        _C.ball_attention_forward(*arrays(qkv, sigma, distance, hidden, out, lse), torch.get_num_threads())
+        ctx.save_for_backward(qkv, sigma, distance, hidden, out, lse)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
-        q, k, v, sigma, distance, hidden, out, lse = ctx.saved_tensors
-        grad_q, grad_k, grad_v = (torch.empty_like(t) for t in (q, k, v))
-        grad_sigma_parts = q.new_empty(q.shape[:2])
-        _C.ball_attention_backward(*_arrays(q, k, v, sigma, distance, hidden, out, lse, grad_out.contiguous(),
-                                            grad_q, grad_k, grad_v, grad_sigma_parts), torch.get_num_threads())
-        return grad_q, grad_k, grad_v, grad_sigma_parts.sum(0), None, None
+        qkv, sigma, distance, hidden, out, lse = ctx.saved_tensors
+        grad_qkv, grad_sigma_parts = torch.empty_like(qkv), qkv.new_empty(distance.shape[0], sigma.shape[0])
+        _C.ball_attention_backward(*arrays(qkv, sigma, distance, hidden, out, lse, grad_out.contiguous(),
+                                            grad_qkv, grad_sigma_parts), torch.get_num_threads())
+        return grad_qkv, grad_sigma_parts.sum(0), None, None
 
 
 class BallAttention(nn.Module):
@@ -255,23 +246,24 @@ class BallAttention(nn.Module):
                                  f"{tuple(x.shape)} and pos {tuple(pos.shape)}")
             geometry = BallGeometry.from_pos(pos, self.ball_size)
         x = x + self.pos_proj(geometry.rel_pos.to(x.dtype))
-        # one copy into head-major q, k, v with unit-stride rows, which SDPA's fused kernels and the
-        # CPU path's batched GEMMs need. The projection's rows are gathered into (three h e) order
-        # first (a tiny copy of the weights), so that the copy moves runs of e channels: from the
-        # reference's interleaved (h e three) layout it would move single channels, 2-7x slower.
+        # the projection's rows in (three h e) order (a tiny copy of the weights), so that every head's
+        # Q, K and V are runs of e channels: the C++ kernels read them in place, the other paths copy
+        # them once into the head-major q, k, v that SDPA and batched GEMMs need (from the reference's
+        # interleaved (h e three) layout that copy would move single channels, 2-7x slower)
         order = rearrange(torch.arange(3 * self.channels, device=x.device), "(h e three) -> (three h e)",
                           h=self.num_heads, three=3)
         qkv = F.linear(x, self.qkv.weight[order], self.qkv.bias[order])
-        q, k, v = rearrange(qkv, "(n m) (three h e) -> three n h m e",
-                            m=self.ball_size, h=self.num_heads, three=3).contiguous().unbind(0)
         hidden = None
         if key_mask is not None:
             hidden = rearrange(~key_mask, "(n m) -> n 1 1 m", m=self.ball_size)
             hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
-        cpu_path = takes_cpu_path(q, self.sigma)
-        if cpu_path and _kernel_applies(q):
-            out = _KernelBallAttentionFunction.apply(q, k, v, self.sigma, geometry.distance.to(q.dtype), hidden)
-        elif cpu_path and torch.is_grad_enabled():
+        cpu_path = takes_cpu_path(qkv, self.sigma)
+        if cpu_path and _kernel_applies(qkv.dtype, self.channels // self.num_heads, self.ball_size):
+            out = _KernelBallAttentionFunction.apply(qkv, self.sigma, geometry.distance.to(qkv.dtype), hidden)
+            return self.proj(out)
+        q, k, v = rearrange(qkv, "(n m) (three h e) -> three n h m e",
+                            m=self.ball_size, h=self.num_heads, three=3).contiguous().unbind(0)
+        if cpu_path and torch.is_grad_enabled():
             out = _BallAttentionFunction.apply(q, k, v, self.sigma, geometry.distance.to(q.dtype), hidden)
         else:
             bias = rearrange(self.sigma, "h -> 1 h 1 1") * rearrange(geometry.distance, "n i j -> n 1 i j")

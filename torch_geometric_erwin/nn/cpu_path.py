@@ -2,14 +2,20 @@ r"""What the layers' written-out CPU paths share: when they apply, and how work 
 
 Ball attention, SwiGLU and the embedding's messages run on CPU in blocks of a few MB, so that each
 block's intermediates stay in the caches and no temporary is a fresh, page-faulted tensor of the
-whole input's size.
+whole input's size; in float32, ball attention and the embedding's messages run C++ kernels
+(``csrc/``) instead, which store no per-ball or per-edge intermediate at all.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import Tensor
+
+try:
+    from torch_geometric_erwin import _C
+except ImportError:  # built without a C++ compiler: the layers' PyTorch paths serve
+    _C = None
 
 
 def takes_cpu_path(x: Tensor, parameter: Tensor) -> bool:
@@ -23,3 +29,8 @@ def takes_cpu_path(x: Tensor, parameter: Tensor) -> bool:
 def blocks(total: int, size: int) -> List[slice]:
     """``range(total)`` cut into slices of ``size`` (the last one shorter)."""
     return [slice(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def arrays(*tensors: Optional[Tensor]) -> list:
+    """NumPy views of CPU tensors (None stays None), which the C++ kernels read and write in place."""
+    return [None if t is None else t.detach().numpy() for t in tensors]

@@ -1,18 +1,21 @@
 r"""Erwin's input embedding: a linear projection followed by a small MPNN (eq. 14)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from torch_geometric_erwin.nn.cpu_path import blocks
+from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_cpu_path
 from torch_geometric_erwin.nn.init import reset_linear
 
 
-#: Edges per block of the embedding's message computation.
+#: Edges per block of the embedding's message computation in PyTorch.
 EDGE_BLOCK = 32768
+#: Widths the C++ message kernels (csrc/edge_messages.h) are compiled for.
+KERNEL_CHANNELS = (16, 32, 64, 128, 256)
 
 
 def _edge_messages(per_source: Tensor, per_target: Tensor, offset_weight: Tensor, act: nn.Module, norm: nn.Module,
@@ -22,6 +25,83 @@ def _edge_messages(per_source: Tensor, per_target: Tensor, offset_weight: Tensor
     # index_select, whose backward (index_add) is much faster on CPU than that of indexing
     node_terms = per_source.index_select(0, source) + per_target.index_select(0, target)
     return norm(act(torch.addmm(node_terms, offset, offset_weight.t())))
+
+
+def _summed_messages(messages: nn.Sequential, per_source: Tensor, per_target: Tensor, source: Tensor,
+                     target: Tensor, offset: Tensor) -> Tensor:
+    """The messages of ``messages`` (linear map, GELU, LayerNorm) summed per target, in PyTorch."""
+    lin, act, norm = messages
+    # Per edge block, the messages are summed into their targets at once and, with autograd,
+    # recomputed in the backward pass: [E, C] tensors for all edges at once (67 MB each for a
+    # batch of 16 x 2048 points and 16 neighbours, several per step) would be fresh memory,
+    # page-faulted in on every call, where a block's stay in the caches.
+    edge_blocks = [slice(None)] if torch.compiler.is_compiling() else blocks(source.numel(), EDGE_BLOCK)
+    recompute = torch.is_grad_enabled() and len(edge_blocks) > 1
+    summed = torch.zeros_like(per_target)
+    for block in edge_blocks:
+        args = (per_source, per_target, lin.weight[:, 2 * per_source.shape[1]:], act, norm, source[block],
+                target[block], offset[block])
+        block_messages = (activation_checkpoint(_edge_messages, *args, use_reentrant=False) if recompute
+                          else _edge_messages(*args))
+        summed.index_add_(0, target[block], block_messages)
+    return summed
+
+
+class _EdgeList(NamedTuple):
+    """The edges grouped by one end: ``source``, ``target`` ``[E]`` and ``offset`` ``[E, D]`` in
+    that order, and ``ptr`` ``[N + 1]``, the first edge of every node."""
+    source: Tensor
+    target: Tensor
+    offset: Tensor
+    ptr: Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def grouped(cls, by: int, source: Tensor, target: Tensor, offset: Tensor, num_nodes: int) -> "_EdgeList":
+        """The edges grouped by their source (``by=0``) or target (``by=1``), in their given order within
+        a group; graphs from the kNN and radius builders come grouped by target already."""
+        key = (source, target)[by]
+        if not bool((key[1:] >= key[:-1]).all()):
+            order = torch.argsort(key, stable=True)
+            source, target, offset, key = source[order], target[order], offset[order], key[order]
+        ptr = F.pad(torch.bincount(key, minlength=num_nodes).cumsum(0), (1, 0))
+        return cls(source.contiguous(), target.contiguous(), offset.contiguous(), ptr)
+
+
+class _KernelEdgeMessagesFunction(torch.autograd.Function):
+    r"""The messages of one step summed per target node, :math:`\sum_{j \to i} m_{ij}`, in the C++
+    kernels of ``csrc/edge_messages.h`` (float32 CPU): no ``[E, C]`` tensor is formed; the backward
+    pass forms the messages again. Inputs: the per-node terms ``per_source`` :math:`W_s h` and
+    ``per_target`` :math:`W_t h + b` ``[N, C]``, ``offset_weight`` :math:`W_p^\top` ``[D, C]``, the
+    LayerNorm's ``weight``, ``bias`` and ``eps``, and the edges grouped by target and, with autograd,
+    by source (:class:`_EdgeList`).
+    """
+
+    @staticmethod
+    def forward(ctx, per_source: Tensor, per_target: Tensor, offset_weight: Tensor, weight: Tensor, bias: Tensor,
+                eps: float, by_target: _EdgeList, by_source: Optional[_EdgeList]) -> Tensor:
+        inputs = [t.contiguous() for t in (per_source, per_target, offset_weight, weight, bias)]
+        summed = torch.empty_like(inputs[0])
+        _C.edge_messages_forward(*arrays(*inputs), eps, *arrays(*by_target, summed), torch.get_num_threads())
+        ctx.save_for_backward(*inputs)
+        ctx.eps, ctx.by_target, ctx.by_source = eps, by_target, by_source
+        return summed
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_summed: Tensor):
+        grad_summed = grad_summed.contiguous()
+        (nodes, channels), dims = grad_summed.shape, ctx.by_target.offset.shape[1]
+        grad_per_source, grad_per_target = torch.empty_like(grad_summed), torch.empty_like(grad_summed)
+        grad_parts = grad_summed.new_empty(nodes, (1 + dims) * channels)
+        _C.edge_messages_backward(*arrays(*ctx.saved_tensors), ctx.eps,
+                                  *arrays(*ctx.by_target, *ctx.by_source, grad_summed, grad_per_source,
+                                          grad_per_target, grad_parts), torch.get_num_threads())
+        grad_weight, grad_offset_weight = grad_parts.sum(0).split([channels, dims * channels])
+        # every edge into node i adds grad_summed[i] to the LayerNorm's bias
+        grad_bias = ctx.by_target.ptr.diff().to(grad_summed.dtype) @ grad_summed
+        return (grad_per_source, grad_per_target, grad_offset_weight.view(dims, channels), grad_weight, grad_bias,
+                None, None, None)
 
 
 class ErwinEmbedding(nn.Module):
@@ -45,6 +125,12 @@ class ErwinEmbedding(nn.Module):
 
     Shapes: ``forward(x [N, F], pos [N, D], edge_index [2, E]?) -> [N, C]``
     (``edge_index`` is required when ``mp_steps > 0``).
+
+    Kernels: on CPU in float32 (outside autocast and ``torch.compile``) with :math:`C` of 16, 32,
+    64, 128 or 256, the messages run the C++ kernels of ``csrc/edge_messages.h``
+    (:class:`_KernelEdgeMessagesFunction`): each target sums its messages in the caches and the
+    backward pass forms them again, so no ``[E, C]`` tensor exists. Elsewhere they run in PyTorch,
+    on CPU in blocks of :data:`EDGE_BLOCK` edges recomputed in the backward pass.
     """
 
     def __init__(self, in_channels: int, channels: int, mp_steps: int = 3, dimensionality: int = 3):
@@ -81,25 +167,22 @@ class ErwinEmbedding(nn.Module):
             offset = (pos[source] - pos[target]).to(h.dtype)
             in_degree = torch.bincount(target, minlength=h.shape[0]).clamp_(min=1).to(h.dtype).unsqueeze(1)
         c = self.channels
-        # Per edge block, the messages are summed into their targets at once and, with autograd,
-        # recomputed in the backward pass: [E, C] tensors for all edges at once (67 MB each for a
-        # batch of 16 x 2048 points and 16 neighbours, several per step) would be fresh memory,
-        # page-faulted in on every call, where a block's stay in the caches.
-        edge_blocks = [slice(None)] if torch.compiler.is_compiling() else blocks(source.numel(), EDGE_BLOCK)
-        recompute = torch.is_grad_enabled() and len(edge_blocks) > 1
+        kernel = (_C is not None and h.dtype == torch.float32 and c in KERNEL_CHANNELS and self.dimensionality <= 4
+                  and takes_cpu_path(h, self.lin.weight))
+        if kernel:
+            by_target = _EdgeList.grouped(1, source, target, offset, h.shape[0])
+            by_source = (_EdgeList.grouped(0, *by_target[:3], h.shape[0]) if torch.is_grad_enabled() else None)
         for messages, update in zip(self.messages, self.updates):
             # W_m [h_j, h_i, p_j - p_i] = (W_s h)_j + (W_t h + b)_i + W_p (p_j - p_i): the two node
             # terms are computed per node and gathered, not multiplied per edge
-            lin, act, norm = messages
+            lin, _, norm = messages
             per_source = h @ lin.weight[:, :c].t()
             per_target = torch.addmm(lin.bias, h, lin.weight[:, c:2 * c].t())
-            summed = torch.zeros_like(h)
-            for block in edge_blocks:
-                args = (per_source, per_target, lin.weight[:, 2 * c:], act, norm, source[block], target[block],
-                        offset[block])
-                block_messages = (activation_checkpoint(_edge_messages, *args, use_reentrant=False) if recompute
-                                  else _edge_messages(*args))
-                summed.index_add_(0, target[block], block_messages)
+            if kernel:
+                summed = _KernelEdgeMessagesFunction.apply(per_source, per_target, lin.weight[:, 2 * c:].t(),
+                                                           norm.weight, norm.bias, norm.eps, by_target, by_source)
+            else:
+                summed = _summed_messages(messages, per_source, per_target, source, target, offset)
             h = h + update(torch.cat([h, summed / in_degree], dim=-1))
         return h
 
