@@ -20,6 +20,7 @@
 #include "ball_attention.h"
 #include "ball_tree.h"
 #include "edge_messages.h"
+#include "swiglu.h"
 
 namespace py = pybind11;
 
@@ -312,6 +313,18 @@ static void edge_messages_backward(const FloatArray& per_source, const FloatArra
   });
 }
 
+static void swiglu_backward(const FloatArray& gate_value, const FloatArray& grad_gated, FloatArray& gated,
+                            FloatArray& grad_gate_value, int threads) {
+  if (grad_gated.ndim() != 2 || gate_value.ndim() != 2 || gate_value.shape(0) != grad_gated.shape(0) ||
+      gate_value.shape(1) != 2 * grad_gated.shape(1) || gated.size() != grad_gated.size() ||
+      grad_gate_value.size() != gate_value.size()) {
+    throw std::invalid_argument("swiglu backward: inconsistent shapes");
+  }
+  py::gil_scoped_release release;
+  erwin::swiglu_backward(gate_value.data(), grad_gated.data(), grad_gated.shape(0), grad_gated.shape(1), threads,
+                         gated.mutable_data(), grad_gate_value.mutable_data());
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "C++/OpenMP ball-tree engine of torch_geometric_erwin";
   m.def("partition", &partition, py::arg("pos"), py::arg("node_ptr"), py::arg("slot_ptr"),
@@ -352,4 +365,8 @@ PYBIND11_MODULE(_C, m) {
         "Gradients of the embedding's summed messages, given the edges grouped by target and by source: writes "
         "grad_per_source, grad_per_target and grad_parts [nodes, (1 + D) C] (per target, the partial gradients "
         "of the LayerNorm weight and of W_p^T).");
+  m.def("swiglu_backward", &swiglu_backward, py::arg("gate_value").noconvert(), py::arg("grad_gated").noconvert(),
+        py::arg("gated").noconvert(), py::arg("grad_gate_value").noconvert(), py::arg("threads"),
+        "The elementwise backward pass of SwiGLU (csrc/swiglu.h): writes the gated product and the gradient "
+        "of the float32 pre-activations gate_value [rows, 2H] given that of the product, grad_gated [rows, H].");
 }

@@ -275,6 +275,27 @@ def test_swiglu_cpu_path_matches_autograd_of_the_equation(monkeypatch, block_byt
         layer.w3.weight.detach().clone().requires_grad_(), layer.w3.bias.detach().clone().requires_grad_()))
 
 
+@needs_kernels
+def test_swiglu_fused_backward_kernel_matches_float64():
+    """The float32 backward pass with the fused elementwise kernel (csrc/swiglu.h) against the float64
+    PyTorch path, for gates far in both tails (sigmoid from exp(-|g|) keeps them finite)."""
+    torch.manual_seed(6)
+    layer = SwiGLU(8, 24)
+    with torch.no_grad():
+        layer.w1.weight.mul_(20)  # gate pre-activations up to about +-60
+    exact = SwiGLU(8, 24).double()
+    exact.load_state_dict(layer.state_dict())
+    x, weights = torch.randn(40, 8), torch.randn(40, 8, dtype=torch.float64)
+    results = []
+    for module, inputs in ((layer, x), (exact, x.double())):
+        xs = inputs.clone().requires_grad_()
+        (module(xs) * weights.to(xs.dtype)).sum().backward()
+        results.append([xs.grad] + [p.grad for p in module.parameters()])
+    for ours, expected in zip(*results):
+        assert ours.isfinite().all()
+        torch.testing.assert_close(ours.double(), expected, atol=1e-5 * expected.abs().max(), rtol=1e-4)
+
+
 def test_ball_pooling_and_unpooling_follow_eqs_12_13():
     torch.manual_seed(5)
     pool = BallPooling(4, 6, stride=2, dimensionality=2).eval()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torch_geometric_erwin.nn.cpu_path import blocks, takes_cpu_path
+from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_cpu_path
 from torch_geometric_erwin.nn.init import reset_linear
 
 #: Bytes of gate and value pre-activations per block of rows in the CPU path.
@@ -64,14 +64,20 @@ class _SwiGLUFunction(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_gate_value = torch.empty_like(gate_value)
         grad_w3 = torch.zeros_like(w3)
-        for rows, (silu, scratch) in _row_blocks(x.shape[0], hidden, x.element_size(), 2, x):
-            gate, value = gate_value[rows].split(hidden, dim=1)
-            grad_gate, grad_value = grad_gate_value[rows].split(hidden, dim=1)
-            torch.ops.aten.silu.out(gate, out=silu)
-            grad_w3.addmm_(grad_out[rows].t(), torch.mul(silu, value, out=scratch))
-            grad_gated = torch.mm(grad_out[rows], w3, out=scratch)
-            torch.mul(grad_gated, silu, out=grad_value)
-            torch.ops.aten.silu_backward.grad_input(torch.mul(grad_gated, value, out=silu), gate, grad_input=grad_gate)
+        fused = _C is not None and x.dtype == torch.float32
+        for rows, (gated, grad_gated) in _row_blocks(x.shape[0], hidden, x.element_size(), 2, x):
+            torch.mm(grad_out[rows], w3, out=grad_gated)
+            if fused:  # csrc/swiglu.h: the five elementwise passes below in one
+                _C.swiglu_backward(*arrays(gate_value[rows], grad_gated, gated, grad_gate_value[rows]),
+                                   torch.get_num_threads())
+            else:
+                gate, value = gate_value[rows].split(hidden, dim=1)
+                grad_gate, grad_value = grad_gate_value[rows].split(hidden, dim=1)
+                torch.ops.aten.silu.out(gate, out=gated)
+                torch.mul(grad_gated, gated, out=grad_value)
+                gated.mul_(value)
+                torch.ops.aten.silu_backward.grad_input(grad_gated.mul_(value), gate, grad_input=grad_gate)
+            grad_w3.addmm_(grad_out[rows].t(), gated)
         grad_x = grad_gate_value.mm(w12) if ctx.needs_input_grad[0] else None
         return (grad_x, grad_gate_value.t().mm(x), grad_gate_value.sum(0), grad_w3, grad_out.sum(0))
 
