@@ -224,6 +224,8 @@ def test_compact_padding_trains_as_well_as_pow2():
     (dict(knn=0), "knn"),
     (dict(out_channels=0), "out_channels"),
     (dict(decode=False, out_channels=3), "out_channels needs decode=True"),
+    (dict(ball_sizes=[2**31, 4]), r"need at least 2147483648 \(2\*\*31\) tree slots"),
+    (dict(ball_sizes=[8, 2**20], strides=[2**20]), r"2\*\*40"),
 ])
 def test_bad_configs_fail_at_construction(overrides, message):
     with pytest.raises(ValueError, match=message):

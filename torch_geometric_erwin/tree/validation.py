@@ -4,8 +4,9 @@ Every check raises before any work is done and names the offending argument.
 """
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -72,6 +73,17 @@ def check_int_sizes(name: str, values: Optional[Sequence[int]], allow_empty: boo
     return tuple(int(value) for value in values)
 
 
+#: Largest granularity a ball configuration may have. Every graph's tree has at least that many
+#: slots (8 GiB of int64 tree index at 2**30) and a ball of ``b`` slots computes ``b**2`` attention
+#: scores, so nothing beyond it can run; rejecting it when the model or transform is built turns a
+#: typo such as ``2**40`` into a clear error instead of a MemoryError on the first graph.
+MAX_GRANULARITY = 2**30
+
+
+def _granularity(ball_sizes: Tuple[int, ...], strides: Tuple[int, ...]) -> int:
+    return max(size * math.prod(strides[:level]) for level, size in enumerate(ball_sizes))
+
+
 def check_ball_config(ball_sizes, strides):
     """Validate ``ball_sizes`` (one per level) and ``strides`` (one fewer)."""
     ball_sizes = check_int_sizes("ball_sizes", ball_sizes)
@@ -85,7 +97,22 @@ def check_ball_config(ball_sizes, strides):
     if len(strides) != len(ball_sizes) - 1:
         raise ValueError(
             f"strides must have len(ball_sizes) - 1 = {len(ball_sizes) - 1} entries, got {len(strides)}")
+    grain = _granularity(ball_sizes, strides)
+    if grain > MAX_GRANULARITY:
+        raise ValueError(f"ball_sizes={list(ball_sizes)} with strides={list(strides)} need at least {grain} "
+                         f"(2**{grain.bit_length() - 1}) tree slots per graph, the largest "
+                         f"ball_sizes[l] * prod(strides[:l]); at most {MAX_GRANULARITY} (2**30) are supported")
     return ball_sizes, strides
+
+
+def granularity(ball_sizes: Optional[Sequence[int]] = None, strides: Optional[Sequence[int]] = None) -> int:
+    r"""The slot count every graph's tree must be a multiple of.
+
+    :math:`\max_l \; \text{ball\_size}_l \cdot \prod_{j<l} \text{stride}_j`, so that
+    no ball and no pooling group at any level spans two graphs (1 without balls).
+    """
+    ball_sizes, strides = check_ball_config(ball_sizes, strides)
+    return 1 if ball_sizes is None else _granularity(ball_sizes, strides)
 
 
 def check_permutation(name: str, permutation, size: int) -> None:
