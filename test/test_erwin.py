@@ -247,11 +247,25 @@ def test_bad_inputs_fail_before_any_work():
         model(data.x, data.pos, edge_index=torch.tensor([[0, 25], [1, 2]]))
     with pytest.raises(TypeError, match="x must be floating"):
         model(data.x.long(), data.pos)
+    with pytest.raises(TypeError, match=r"x is torch.float64 but the model's parameters are torch.float32: cast x"):
+        model(data.x.double(), data.pos)
     tree = build_ball_tree(data.pos, ball_sizes=[8, 4], strides=[2])
     with pytest.raises(ValueError, match="rotated order"):
         model(data.x, data.pos, tree=tree)
     with pytest.raises(ValueError, match="nodes"):
         model(data.x[:10], data.pos[:10], tree=tree)
+
+
+def test_edges_between_graphs_of_a_batch_are_rejected():
+    """An edge joining two graphs of a batch would mix them in the embedding, where a batch must give
+    each graph's rows as alone; without a batch vector all nodes are one graph and the edge is fine."""
+    model = small_model().eval()
+    graphs = Batch.from_data_list([make_graph(20, 0), make_graph(30, 1)])
+    across = torch.cat([graphs.edge_index, torch.tensor([[3], [25]])], dim=1)
+    with pytest.raises(ValueError, match="edge_index joins nodes of different graphs"):
+        model(graphs.x, graphs.pos, graphs.batch, edge_index=across)
+    with torch.no_grad():
+        model(graphs.x, graphs.pos, edge_index=across)
 
 
 def test_malformed_trees_are_rejected():

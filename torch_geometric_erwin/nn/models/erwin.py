@@ -18,8 +18,7 @@ from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
 from torch_geometric_erwin.tree import BallTree, build_ball_tree, granularity
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
-from torch_geometric_erwin.tree.validation import (as_int, check_ball_config, check_pos, check_pos_magnitude,
-                                                   node_ptr_from)
+from torch_geometric_erwin.tree.validation import as_int, check_ball_config, check_model_inputs
 
 #: A level's tree orders: the geometry of its balls, and (permutation, geometry) of the rotated balls.
 LevelOrders = Tuple[BallGeometry, Optional[Tuple[Tensor, BallGeometry]]]
@@ -295,24 +294,8 @@ class Erwin(nn.Module):
     @torch.compiler.disable
     def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
                       tree: Optional[BallTree]) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape [num_nodes, {self.in_channels}], got "
-                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be floating point, got {x.dtype}")
-        if not isinstance(pos, Tensor) or pos.dim() != 2 or pos.shape != (x.shape[0], self.dimensionality):
-            raise ValueError(f"pos must have shape [{x.shape[0]}, {self.dimensionality}] (one row per row "
-                             f"of x), got {tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__}")
-        check_pos(pos)
-        check_pos_magnitude(pos, self.embedding.lin.weight.dtype)
-        node_ptr = node_ptr_from(x.shape[0], batch, None)
-        if edge_index is not None:
-            if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-                raise ValueError("edge_index must have shape [2, num_edges]")
-            if edge_index.dtype != torch.long:
-                raise TypeError(f"edge_index must be int64, got {edge_index.dtype}")
-            if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= x.shape[0]):
-                raise ValueError(f"edge_index must hold node indices in [0, {x.shape[0]})")
+        node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
+                                      self.embedding.lin.weight.dtype)
         if tree is not None:
             if not isinstance(tree, BallTree):
                 raise TypeError(f"tree must be a BallTree, got {type(tree).__name__}")
