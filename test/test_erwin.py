@@ -268,6 +268,24 @@ def test_edges_between_graphs_of_a_batch_are_rejected():
         model(graphs.x, graphs.pos, edge_index=across)
 
 
+def test_training_on_a_batch_pooled_to_one_slot_fails_clearly(monkeypatch):
+    """In training, BatchNorm takes batch statistics, which need two rows. A batch whose coarsest level
+    has a single slot (only possible with a last ball size of 1, for one graph of at most prod(strides)
+    nodes) is rejected before any work, naming the cause, instead of failing inside the pooling; two
+    graphs train, and eval mode runs the single graph."""
+    model = small_model(ball_sizes=[2, 1]).train()
+    data = make_graph(2, 0)
+    tree = model.build_tree(data.pos)
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "build_tree", lambda *args: pytest.fail("work began before the check"))
+        for given in (None, tree):
+            with pytest.raises(ValueError, match="too few nodes to train"):
+                model(data.x, data.pos, edge_index=data.edge_index, tree=given)
+    model(Batch.from_data_list([data, make_graph(2, 1)])).sum().backward()
+    with torch.no_grad():
+        assert model.eval()(data).shape == (2, 8)
+
+
 def test_malformed_trees_are_rejected():
     """A tree given by hand is checked before use: each node marked once, slots within their graph,
     rotated orders permutations within each graph, graphs equal to the input's."""

@@ -16,7 +16,7 @@ from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
-from torch_geometric_erwin.tree import BallTree, build_ball_tree, granularity
+from torch_geometric_erwin.tree import BallTree, build_ball_tree, engine, granularity
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
 from torch_geometric_erwin.tree.validation import as_int, check_ball_config, check_model_inputs
 
@@ -278,6 +278,11 @@ class Erwin(nn.Module):
     def uses_rotation(self) -> bool:
         return self.rotate != 0 and any(depth > 1 for depth in self.enc_depths + self.dec_depths)
 
+    @property
+    def _has_batch_norm(self) -> bool:
+        # every unpooling layer normalises, and every pooling layer but the parameter-free identity
+        return (self.decode and len(self.pool) > 0) or any(not pool.identity for pool in self.pool)
+
     @torch.compiler.disable
     def build_tree(self, pos: Tensor, batch: Optional[Tensor] = None) -> BallTree:
         """The ball tree (with its rotated orders when the model uses them) of ``pos``."""
@@ -296,13 +301,13 @@ class Erwin(nn.Module):
                       tree: Optional[BallTree]) -> None:
         node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
                                       self.embedding.lin.weight.dtype)
+        grain = granularity(self.ball_sizes, self.strides)
         if tree is not None:
             if not isinstance(tree, BallTree):
                 raise TypeError(f"tree must be a BallTree, got {type(tree).__name__}")
             if tree.num_nodes != x.shape[0]:
                 raise ValueError(f"tree has {tree.num_nodes} nodes but x has {x.shape[0]}")
             tree.check(node_ptr)
-            grain = granularity(self.ball_sizes, self.strides)
             if bool((tree.ptr % grain).any()):
                 raise ValueError(f"every graph's tree must have a multiple of {grain} slots for this model: "
                                  f"build it with model.tree_config")
@@ -310,6 +315,18 @@ class Erwin(nn.Module):
                 raise ValueError(f"the model attends in rotated balls (rotate={self.rotate}) and needs one "
                                  f"rotated order per level ({len(self.ball_sizes)}), the tree has "
                                  f"{len(tree.rotated)}: build it with rotate=model.rotate")
+        if self.training and self._has_batch_norm:
+            # BatchNorm takes batch statistics in training, which need two rows per channel; pooling
+            # by the strides leaves the coarsest level the fewest rows of any BatchNorm's input
+            num_slots = (tree.num_slots if tree is not None
+                         else int(engine.slot_ptr(node_ptr, self.padding, grain)[-1]))
+            coarsest = num_slots // math.prod(self.strides)
+            if coarsest < 2:
+                raise ValueError(
+                    f"too few nodes to train: the {x.shape[0]} nodes of this batch pool to a single slot at the "
+                    f"coarsest level (ball_sizes={self.ball_sizes}, strides={self.strides}), where BatchNorm "
+                    "needs at least 2 to take batch statistics: batch more or larger graphs, or evaluate "
+                    "with model.eval()")
 
     @staticmethod
     @torch.compiler.disable
