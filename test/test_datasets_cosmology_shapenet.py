@@ -90,7 +90,8 @@ def test_cosmology_samples_match_fixture(root, no_network):
 
 def test_cosmology_file_order_and_num_samples(tmp_path, no_network):
     raw = write_cosmology(str(tmp_path / "raw"), {"train": 11, "val": 2, "test": 1}, records_per_file=1)
-    first = Cosmology(str(tmp_path), split="train", num_samples=4, log=False)
+    first = Cosmology(tmp_path, split="train", num_samples=4, log=False)  # an os.PathLike root, as a str
+    assert first.root == str(tmp_path)
     files = [r["file"] for r in cosmology_order(raw["train"])]
     assert files[:4] == ["halos_train_1.tfrecord", "halos_train_10.tfrecord", "halos_train_11.tfrecord",
                          "halos_train_2.tfrecord"]  # name order, as documented
@@ -369,7 +370,8 @@ def test_shapenet_reference_split():
 
 def test_shapenet_validation_seed_and_size(tmp_path):
     write_shapenet_car(str(tmp_path / "raw"))
-    a = ShapeNetCar(str(tmp_path), split="val", log=False, **FIXTURE_SPLIT)
+    a = ShapeNetCar(tmp_path, split="val", log=False, **FIXTURE_SPLIT)  # an os.PathLike root, as a str
+    assert a.root == str(tmp_path)
     b = ShapeNetCar(str(tmp_path), split="val", log=False, **FIXTURE_SPLIT)
     cars = lambda d: [d[i].car_id for i in range(len(d))]  # noqa: E731
     assert cars(a) == cars(b) and len(a) == 3

@@ -200,6 +200,7 @@ def test_validation_carve_out_is_deterministic(tmp_path):
     assert len(first) == 100 and first == val_indices(split_seed=0) and first == sorted(first)
     assert val_indices(split_seed=1) != first and len(val_indices(val_size=7)) == 7
     assert val_indices(val_size=0) == []
+    assert Elasticity(tmp_path, split="val", log=False).root == root  # an os.PathLike root, as a str
     train = [int(d.raw_index) for d in Elasticity(root, split="train", val_size=7, split_seed=3, log=False)]
     assert len(train) == 993 and not set(train) & set(val_indices(val_size=7, split_seed=3))
     # the carve-out is a pure function of (val_size, split_seed): a torch.Generator permutation

@@ -103,7 +103,8 @@ def test_polymer_md_split_and_seq_len(root):
 
 def test_polymer_md_noise_augmentation(tmp_path):
     raw = write_polymer_md(str(tmp_path / "raw"))
-    dataset = PolymerMD(str(tmp_path), split="train", noise=True)
+    dataset = PolymerMD(tmp_path, split="train", noise=True)  # an os.PathLike root, kept as a str
+    assert dataset.root == str(tmp_path)
     scales = np.exp(np.linspace(np.log(0.1), np.log(0.01), 10))
     torch.manual_seed(3)
     data = dataset[9]                                          # poly00002, frame 1, 7 beads
@@ -319,7 +320,8 @@ def test_eagle_windows_match_fixture(root):
 
 def test_eagle_reference_window_rules(tmp_path):
     raw = write_eagle(str(tmp_path / "raw"), num_frames=12)
-    val = EAGLE(str(tmp_path), split="val")
+    val = EAGLE(tmp_path, split="val")  # an os.PathLike root, kept as a str
+    assert val.root == str(tmp_path)
     data = val[0]
     check_eagle_window(data, raw["Spl/161/2"], start=10, length=2)  # min(100, T - W)
     train = EAGLE(str(tmp_path), split="train")

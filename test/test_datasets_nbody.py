@@ -1,6 +1,7 @@
 """SyntheticNBody: exact targets, determinism, splits, caching, atomic writes, argument checks, and
 the long-range structure of the target."""
 import os
+import pathlib
 import uuid
 
 import pytest
@@ -206,6 +207,7 @@ def test_interrupted_processing_leaves_nothing_loadable(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kwargs, error, name", [
     ({"root": None}, TypeError, "root"),
+    ({"root": b"data"}, TypeError, "root"),
     ({"split": "valid"}, ValueError, "split"),
     ({"num_graphs": 0}, ValueError, "num_graphs"),
     ({"num_graphs": 2.5}, TypeError, "num_graphs"),
@@ -232,6 +234,14 @@ def test_bad_arguments_are_rejected_before_any_work(tmp_path, kwargs, error, nam
     with pytest.raises(error, match=name):
         SyntheticNBody(**arguments)
     assert not os.path.exists(root)
+
+
+def test_path_roots_are_accepted_and_expanded(tmp_path, monkeypatch):
+    """Any os.PathLike root works as its str would, "~" expanded as PyG expands str roots."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    dataset = SyntheticNBody(pathlib.Path("~") / "nbody", **SMALL)
+    assert dataset.root == str(tmp_path / "nbody")
+    assert torch.equal(dataset[0].pos, SyntheticNBody(str(tmp_path / "nbody"), **SMALL)[0].pos)
 
 
 def test_normalize_roundtrip_and_errors(tmp_path):

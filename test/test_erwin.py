@@ -224,6 +224,8 @@ def test_compact_padding_trains_as_well_as_pow2():
     (dict(knn=0), "knn"),
     (dict(out_channels=0), "out_channels"),
     (dict(decode=False, out_channels=3), "out_channels needs decode=True"),
+    (dict(ball_sizes=[2**31, 4]), r"need at least 2147483648 \(2\*\*31\) tree slots"),
+    (dict(ball_sizes=[8, 2**20], strides=[2**20]), r"2\*\*40"),
 ])
 def test_bad_configs_fail_at_construction(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -245,11 +247,43 @@ def test_bad_inputs_fail_before_any_work():
         model(data.x, data.pos, edge_index=torch.tensor([[0, 25], [1, 2]]))
     with pytest.raises(TypeError, match="x must be floating"):
         model(data.x.long(), data.pos)
+    with pytest.raises(TypeError, match=r"x is torch.float64 but the model's parameters are torch.float32: cast x"):
+        model(data.x.double(), data.pos)
     tree = build_ball_tree(data.pos, ball_sizes=[8, 4], strides=[2])
     with pytest.raises(ValueError, match="rotated order"):
         model(data.x, data.pos, tree=tree)
     with pytest.raises(ValueError, match="nodes"):
         model(data.x[:10], data.pos[:10], tree=tree)
+
+
+def test_edges_between_graphs_of_a_batch_are_rejected():
+    """An edge joining two graphs of a batch would mix them in the embedding, where a batch must give
+    each graph's rows as alone; without a batch vector all nodes are one graph and the edge is fine."""
+    model = small_model().eval()
+    graphs = Batch.from_data_list([make_graph(20, 0), make_graph(30, 1)])
+    across = torch.cat([graphs.edge_index, torch.tensor([[3], [25]])], dim=1)
+    with pytest.raises(ValueError, match="edge_index joins nodes of different graphs"):
+        model(graphs.x, graphs.pos, graphs.batch, edge_index=across)
+    with torch.no_grad():
+        model(graphs.x, graphs.pos, edge_index=across)
+
+
+def test_training_on_a_batch_pooled_to_one_slot_fails_clearly(monkeypatch):
+    """In training, BatchNorm takes batch statistics, which need two rows. A batch whose coarsest level
+    has a single slot (only possible with a last ball size of 1, for one graph of at most prod(strides)
+    nodes) is rejected before any work, naming the cause, instead of failing inside the pooling; two
+    graphs train, and eval mode runs the single graph."""
+    model = small_model(ball_sizes=[2, 1]).train()
+    data = make_graph(2, 0)
+    tree = model.build_tree(data.pos)
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "build_tree", lambda *args: pytest.fail("work began before the check"))
+        for given in (None, tree):
+            with pytest.raises(ValueError, match="too few nodes to train"):
+                model(data.x, data.pos, edge_index=data.edge_index, tree=given)
+    model(Batch.from_data_list([data, make_graph(2, 1)])).sum().backward()
+    with torch.no_grad():
+        assert model.eval()(data).shape == (2, 8)
 
 
 def test_malformed_trees_are_rejected():

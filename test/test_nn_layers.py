@@ -213,6 +213,36 @@ def test_ball_attention_bad_shapes():
         layer(torch.randn(8, 8), torch.randn(8, 2))
 
 
+X, POS = torch.randn(8, 8), torch.randn(8, 3)
+EDGES = torch.tensor([[0, 1, 2], [1, 2, 0]])
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: BallAttention(8, 2, 4)(X[:, :6], POS), ValueError, r"x must have shape \[num_slots, 8\], got \[8, 6\]"),
+    (lambda: BallAttention(8, 2, 4)(X, POS, key_mask=torch.ones(4, dtype=torch.bool)), ValueError,
+     r"key_mask must have shape \[8\], got \[4\]"),
+    (lambda: BallAttention(8, 2, 4)(X, POS, key_mask=torch.ones(8)), TypeError, "key_mask must have dtype torch.bool"),
+    (lambda: BallAttention(8, 2, 4)(X, POS.long()), TypeError, "pos must be floating point"),
+    (lambda: BallAttention(8, 2, 4)(X, geometry=BallGeometry.from_pos(POS[:4], 4)), ValueError,
+     "geometry describes 4 slots"),
+    (lambda: ErwinBlock(8, 2, 4)(X[:, :6], POS), ValueError, r"x must have shape \[num_slots, 8\]"),
+    (lambda: BallPooling(8, 16, 2)(X[:7], POS[:7]), ValueError, "x must have a multiple of stride=2 rows"),
+    (lambda: BallPooling(8, 16, 2)(X, POS[:6]), ValueError, r"pos must have shape \[8, 3\]"),
+    (lambda: BallUnpooling(16, 8, 2)(torch.randn(4, 16), POS[:4], X[:6], POS[:6]), ValueError,
+     r"skip must have shape \[8, 8\]"),
+    (lambda: ErwinEmbedding(8, 4)(X, POS, torch.tensor([[0, 8], [1, 2]])), ValueError,
+     r"edge_index must hold node indices in \[0, 8\)"),
+    (lambda: ErwinEmbedding(8, 4)(X, POS, -EDGES), ValueError, r"edge_index must hold node indices in \[0, 8\)"),
+    (lambda: ErwinEmbedding(8, 4)(X, POS, EDGES[:1]), ValueError, r"edge_index must have shape \[2, num_edges\]"),
+    (lambda: ErwinEmbedding(8, 4)(X, POS, EDGES.float()), TypeError, "edge_index must have dtype torch.int64"),
+    (lambda: ErwinEmbedding(8, 4)(X.long(), POS, EDGES), TypeError, "x must be floating point"),
+])
+def test_layers_name_the_argument_of_bad_input(call, error, message):
+    """Bad input to a layer is reported by argument name, not by the torch or einops operation it breaks."""
+    with pytest.raises(error, match=message):
+        call()
+
+
 def test_erwin_block_on_a_permutation_returns_the_original_order():
     torch.manual_seed(3)
     block = ErwinBlock(8, num_heads=2, ball_size=4, mlp_ratio=2)

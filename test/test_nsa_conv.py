@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from torch_geometric_erwin.nn import BallAttention
 from torch_geometric_erwin.nn.nsa_conv import ErwinNSAConv
 from torch_geometric_erwin.tree import build_ball_tree
 
@@ -206,6 +207,15 @@ def test_forward_validation():
     with pytest.raises(ValueError, match="mask"):
         conv(x, pos, mask=tree.mask.float())
     assert "ErwinNSAConv(16" in repr(conv)
+
+
+def test_float64_positions_with_float32_features():
+    """Positions may be float64 with float32 features (the models keep float64 geometry): the
+    compression's padding mask is applied in the features' dtype."""
+    conv = make_conv(local=BallAttention(16, 4, 16))
+    x, pos, tree = make_inputs([40], conv.region_size)
+    torch.testing.assert_close(conv(x, pos.double(), ptr=tree.ptr, mask=tree.mask),
+                               conv(x, pos, ptr=tree.ptr, mask=tree.mask))
 
 
 def test_output_reaches_outside_local_ball_but_not_other_graphs():

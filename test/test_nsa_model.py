@@ -1,4 +1,6 @@
 """ErwinNSA model: presets, input order, batching, tree attributes, gradients, receptive field."""
+import math
+
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
@@ -140,3 +142,36 @@ def test_validation():
     with pytest.raises(ValueError, match="depth"):
         small_model(depth=0)
     assert "ErwinNSA(5" in repr(model)
+
+
+def test_inputs_are_checked_as_erwin_checks_them_with_or_without_a_tree():
+    """Positions are checked (finite, squarable in the model's dtype) also when a tree is given; x must
+    have the model's dtype; edge_index must index the nodes and, given a batch, stay within each graph."""
+    model = small_model()
+    data = make_graph(20, 0)
+    for tree in (None, model.build_tree(data.pos)):
+        with pytest.raises(ValueError, match="pos contains NaN"):
+            model(data.x, torch.full_like(data.pos, math.nan), edge_index=data.edge_index, tree=tree)
+        with pytest.raises(ValueError, match="rescale the positions"):
+            model(data.x, data.pos * 1e22, edge_index=data.edge_index, tree=tree)
+    with pytest.raises(TypeError, match=r"x is torch.float64 but the model's parameters are torch.float32: cast x"):
+        model(data.x.double(), data.pos, edge_index=data.edge_index)
+    with pytest.raises(ValueError, match=r"edge_index must hold node indices in \[0, 20\)"):
+        model(data.x, data.pos, edge_index=torch.tensor([[0, 25], [1, 2]]))
+    with pytest.raises(TypeError, match="edge_index must have dtype torch.int64"):
+        model(data.x, data.pos, edge_index=data.edge_index.int())
+    graphs = Batch.from_data_list([data, make_graph(30, 1)])
+    across = torch.cat([graphs.edge_index, torch.tensor([[3], [25]])], dim=1)
+    with pytest.raises(ValueError, match="edge_index joins nodes of different graphs"):
+        model(graphs.x, graphs.pos, graphs.batch, edge_index=across)
+
+
+def test_float64_and_float16_positions_run_the_float32_model():
+    """As in Erwin: float64 positions keep their precision in the geometry, float16 ones are promoted."""
+    model = small_model().eval()
+    data = make_graph(40, 3)
+    with torch.no_grad():
+        out = model(data.x, data.pos, edge_index=data.edge_index)
+        torch.testing.assert_close(model(data.x, data.pos.double(), edge_index=data.edge_index), out)
+        torch.testing.assert_close(model(data.x, data.pos.half(), edge_index=data.edge_index),
+                                   model(data.x, data.pos.half().float(), edge_index=data.edge_index))

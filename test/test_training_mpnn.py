@@ -59,4 +59,8 @@ def test_bad_input():
         model(data.x, data.pos)
     with pytest.raises(ValueError, match="x must have shape"):
         model(data.x[:, :3], data.pos, edge_index=data.edge_index)
+    with pytest.raises(ValueError, match=r"edge_index must hold node indices in \[0, 10\)"):
+        model(data.x, data.pos, edge_index=torch.tensor([[0, 10], [1, 2]]))
+    with pytest.raises(TypeError, match="edge_index must have dtype torch.int64"):
+        model(data.x, data.pos, edge_index=data.edge_index.float())
     assert "MPNN(4, 8" in repr(model)

@@ -83,6 +83,17 @@ def test_mismatched_configuration_is_caught():
         BallTreeTransform()(Data(x=torch.rand(3, 1)))
 
 
+def test_absurd_ball_sizes_fail_at_construction():
+    """Every graph's tree has at least the granularity's slots: beyond 2**30 nothing can run, so such a
+    configuration is rejected when the transform is built, not with a MemoryError on the first graph."""
+    BallTreeTransform([2**30])  # the largest accepted
+    for ball_sizes, strides in (([2**40], []), ([8, 2**16], [2**16])):
+        for make in (lambda: BallTreeTransform(ball_sizes, strides),
+                     lambda: RotatedTreeTransform(45, ball_sizes, strides)):
+            with pytest.raises(ValueError, match=r"ball_sizes=.* tree slots per graph.* at most 1073741824"):
+                make()
+
+
 def test_knn_graph_transform_matches_knn_graph():
     import torch
     from torch_geometric.data import Data

@@ -45,6 +45,7 @@ def test_bad_positions(pos, error, match):
     (dict(strides=[2]), ValueError, "strides were given without ball_sizes"),
     (dict(padding="next"), ValueError, "padding must be one of"),
     (dict(rotate=45.0), ValueError, "rotate != 0 needs ball_sizes"),
+    (dict(ball_sizes=[2**31]), ValueError, r"need at least 2147483648 \(2\*\*31\) tree slots per graph"),
     (dict(ball_sizes=[8], rotate=float("nan")), TypeError, "rotate must be a finite angle"),
     (dict(ball_sizes=[8], rotate="45"), TypeError, "rotate must be a finite angle"),
     (dict(engine_name="fortran"), ValueError, "engine must be 'cpp' or 'torch'"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import os.path as osp
 import uuid
 import warnings
@@ -50,7 +51,7 @@ class TrajectoryDataset(Dataset):
     the record whose range of windows holds ``idx``.
 
     Args:
-        root (str): root directory, any fsspec URL.
+        root (str or os.PathLike): root directory, any fsspec URL.
         split (str, optional): one of :attr:`splits`, or :obj:`None` for all.
         transform, pre_transform, pre_filter, log, force_reload: as
             :class:`torch_geometric.data.Dataset`; ``pre_filter`` and
@@ -65,6 +66,7 @@ class TrajectoryDataset(Dataset):
     def __init__(self, root: str, split: Optional[str], transform: Optional[Callable],
                  pre_transform: Optional[Callable], pre_filter: Optional[Callable], log: bool,
                  force_reload: bool) -> None:
+        root = dataset_root(root)
         if split is not None and split not in self.splits:
             raise ValueError(f"split must be one of {self.splits} or None, got {split!r}")
         self.split = split
@@ -349,6 +351,17 @@ def check_indices(array: np.ndarray, path: str, key: str, high: Optional[int]) -
 def raw_file_error(path: str, exc: BaseException) -> OSError:
     return OSError(f"cannot read raw file '{path}' (truncated or corrupt?): "
                    f"{type(exc).__name__}: {exc}")
+
+
+def dataset_root(root) -> str:
+    r"""``root`` as a str: a local path (a str or any :class:`os.PathLike`, such as
+    :class:`pathlib.Path`) or an fsspec URL. PyG normalises (and expands ``~`` in) str roots
+    only, and fsspec takes str paths, so every dataset converts its root here first."""
+    if isinstance(root, os.PathLike):
+        root = os.fspath(root)
+    if not isinstance(root, str) or not root:
+        raise TypeError(f"root must be a non-empty str or os.PathLike (a path or fsspec URL), got {root!r}")
+    return root
 
 
 def require_module(name: str, dataset: str, extra: str):

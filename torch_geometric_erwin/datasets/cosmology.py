@@ -31,6 +31,7 @@ from torch_geometric_erwin.datasets._window_store import (
     RawFormatError,
     atomic_torch_save,
     channel_affine,
+    dataset_root,
     missing_raw_error,
     raw_file_error,
     require_module,
@@ -228,7 +229,7 @@ class Cosmology(InMemoryDataset):
         halos_test_<k>.tfrecord
 
     Args:
-        root (str): root directory, any fsspec URL (``memory://``, ``s3://``).
+        root (str or os.PathLike): root directory, any fsspec URL (``memory://``, ``s3://``).
         split (str, optional): ``"train"``, ``"val"``, ``"test"`` or
             :obj:`None` for all three, in that order. (default: :obj:`"train"`)
         num_samples (int or dict, optional): how many records to take from
@@ -276,6 +277,7 @@ class Cosmology(InMemoryDataset):
                  transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
                  pre_filter: Optional[Callable] = None, log: bool = True,
                  force_reload: bool = False) -> None:
+        root = dataset_root(root)
         if split is not None and split not in self.splits:
             raise ValueError(f"split must be one of {self.splits} or None, got {split!r}")
         self.split = split

@@ -86,7 +86,7 @@ class EAGLE(TrajectoryDataset):
         <Geom>/<scene>/<traj>/triangles.npy         [T, F, 3] node indices
 
     Args:
-        root (str): root directory, any fsspec URL.
+        root (str or os.PathLike): root directory, any fsspec URL.
         split (str, optional): ``"train"``, ``"val"`` (the ``valid`` list),
             ``"test"`` or :obj:`None` for all three, in that order. Only the
             requested splits are processed. (default: :obj:`"train"`)

@@ -29,6 +29,7 @@ from torch_geometric_erwin.datasets._window_store import (
     RawFormatError,
     atomic_torch_save,
     channel_affine,
+    dataset_root,
     missing_raw_error,
     raw_file_error,
     require_module,
@@ -57,7 +58,7 @@ class GeoFNODataset(Dataset):
     files (true), exactly as the reference.
 
     Args:
-        root (str): root directory, any fsspec URL (``memory://``, ``s3://``).
+        root (str or os.PathLike): root directory, any fsspec URL (``memory://``, ``s3://``).
         split (str, optional): ``"train"``, ``"val"``, ``"test"`` or
             :obj:`None` for all three, in that order. (default: :obj:`"train"`)
         val_size (int, optional): number of training-pool samples held out for
@@ -95,6 +96,7 @@ class GeoFNODataset(Dataset):
                  split_seed: int = 0, transform: Optional[Callable] = None,
                  pre_transform: Optional[Callable] = None, pre_filter: Optional[Callable] = None,
                  log: bool = True, force_reload: bool = False) -> None:
+        root = dataset_root(root)
         if split is not None and split not in self.splits:
             raise ValueError(f"split must be one of {self.splits} or None, got {split!r}")
         if val_size is None:

@@ -18,7 +18,7 @@ from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.data.separate import separate
 from torch_geometric.io import fs
 
-from torch_geometric_erwin.datasets._window_store import atomic_torch_save
+from torch_geometric_erwin.datasets._window_store import atomic_torch_save, dataset_root
 
 SizeSpec = Union[int, Sequence[int], Mapping[str, int]]
 RangeSpec = Union[int, Tuple[int, int]]
@@ -155,7 +155,7 @@ class SyntheticNBody(InMemoryDataset):
     nothing that a later run would load.
 
     Args:
-        root (str): root directory, any fsspec URL (``memory://``, ``s3://``).
+        root (str or os.PathLike): root directory, any fsspec URL (``memory://``, ``s3://``).
         split (str, optional): ``"train"``, ``"val"``, ``"test"`` or
             :obj:`None` for all three, in that order. Only the requested
             splits are generated. (default: :obj:`"train"`)
@@ -214,8 +214,7 @@ class SyntheticNBody(InMemoryDataset):
                  softening: float = 0.05, seed: int = 0, transform: Optional[Callable] = None,
                  pre_transform: Optional[Callable] = None, pre_filter: Optional[Callable] = None,
                  log: bool = True, force_reload: bool = False) -> None:
-        if not isinstance(root, str) or not root:
-            raise TypeError(f"root must be a non-empty str (a path or fsspec URL), got {root!r}")
+        root = dataset_root(root)
         if split is not None and split not in self.splits:
             raise ValueError(f"split must be one of {self.splits} or None, got {split!r}")
         self.num_graphs = _parse_sizes(num_graphs, self.splits, self.default_num_graphs)

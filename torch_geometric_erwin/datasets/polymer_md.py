@@ -58,7 +58,7 @@ class PolymerMD(TrajectoryDataset):
         polymer_test/<name>/{ptype.h5, bond.h5, position.h5}    test
 
     Args:
-        root (str): root directory, any fsspec URL (``memory://``, ``s3://``).
+        root (str or os.PathLike): root directory, any fsspec URL (``memory://``, ``s3://``).
         split (str, optional): ``"train"``, ``"val"``, ``"test"`` or
             :obj:`None` for all three, in that order. Only the requested
             splits are processed. (default: :obj:`"train"`)

@@ -15,6 +15,7 @@ from torch_geometric_erwin.datasets._window_store import (
     RawFormatError,
     atomic_torch_save,
     channel_affine,
+    dataset_root,
     missing_raw_error,
     raw_file_error,
 )
@@ -63,7 +64,7 @@ class ShapeNetCar(InMemoryDataset):
         param8/<car_id>/...              889 car directories in all
 
     Args:
-        root (str): root directory, any fsspec URL (``memory://``, ``s3://``).
+        root (str or os.PathLike): root directory, any fsspec URL (``memory://``, ``s3://``).
         split (str, optional): ``"train"``, ``"val"``, ``"test"`` or
             :obj:`None` for every car in discovery order. (default: :obj:`"train"`)
         num_val (int, optional): validation cars carved out of the
@@ -115,6 +116,7 @@ class ShapeNetCar(InMemoryDataset):
                  permute: bool = False, transform: Optional[Callable] = None,
                  pre_transform: Optional[Callable] = None, pre_filter: Optional[Callable] = None,
                  log: bool = True, force_reload: bool = False) -> None:
+        root = dataset_root(root)
         if split is not None and split not in self.splits:
             raise ValueError(f"split must be one of {self.splits} or None, got {split!r}")
         for arg, value, low in (("num_val", num_val, 0), ("num_test", num_test, 1),

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_cpu_path
 from torch_geometric_erwin.nn.init import reset_linear
-from torch_geometric_erwin.tree.validation import is_power_of_two
+from torch_geometric_erwin.tree.validation import check_tensor, is_power_of_two
 
 #: Head widths the C++ kernels (csrc/ball_attention.h) are compiled for.
 KERNEL_HEAD_WIDTHS = (4, 8, 16, 32, 64)
@@ -237,14 +237,21 @@ class BallAttention(nn.Module):
 
     def forward(self, x: Tensor, pos: Optional[Tensor] = None, key_mask: Optional[Tensor] = None,
                 geometry: Optional[BallGeometry] = None) -> Tensor:
+        check_tensor("x", x, ("num_slots", self.channels))
+        num_slots = x.shape[0]
+        if num_slots % self.ball_size:
+            raise ValueError(f"x must have a multiple of ball_size={self.ball_size} rows (whole balls), "
+                             f"got {num_slots}")
+        if key_mask is not None:
+            check_tensor("key_mask", key_mask, (num_slots,), dtype=torch.bool)
         if geometry is None:
             if pos is None:
                 raise ValueError("BallAttention needs pos or geometry")
-            if pos.shape != (x.shape[0], self.dimensionality) or x.shape[0] % self.ball_size:
-                raise ValueError(f"x [S, C] and pos [S, {self.dimensionality}] must have the same number "
-                                 f"of rows S, a multiple of ball_size={self.ball_size}; got x "
-                                 f"{tuple(x.shape)} and pos {tuple(pos.shape)}")
+            check_tensor("pos", pos, (num_slots, self.dimensionality), floating=True)
             geometry = BallGeometry.from_pos(pos, self.ball_size)
+        elif geometry.rel_pos.shape[0] != num_slots or geometry.ball_size != self.ball_size:
+            raise ValueError(f"geometry describes {geometry.rel_pos.shape[0]} slots in balls of "
+                             f"{geometry.ball_size}, but x has {num_slots} and ball_size is {self.ball_size}")
         x = x + self.pos_proj(geometry.rel_pos.to(x.dtype))
         # the projection's rows in (three h e) order (a tiny copy of the weights), so that every head's
         # Q, K and V are runs of e channels: the C++ kernels read them in place, the other paths copy

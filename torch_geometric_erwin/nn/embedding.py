@@ -10,6 +10,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_cpu_path
 from torch_geometric_erwin.nn.init import reset_linear
+from torch_geometric_erwin.tree.validation import check_edge_index, check_tensor
 
 
 #: Edges per block of the embedding's message computation in PyTorch.
@@ -157,11 +158,15 @@ class ErwinEmbedding(nn.Module):
                 module.reset_parameters()
 
     def forward(self, x: Tensor, pos: Tensor, edge_index: Optional[Tensor] = None) -> Tensor:
+        check_tensor("x", x, ("num_nodes", self.in_channels), floating=True)
+        if self.mp_steps > 0:  # the projection alone reads neither the positions nor the graph
+            check_tensor("pos", pos, (x.shape[0], self.dimensionality), floating=True)
+            if edge_index is None:
+                raise ValueError("edge_index is required when mp_steps > 0")
+            check_edge_index(edge_index, x.shape[0])
         h = self.lin(x)
         if self.mp_steps == 0:
             return h
-        if edge_index is None:
-            raise ValueError("edge_index is required when mp_steps > 0")
         source, target = edge_index
         with torch.no_grad():
             offset = (pos[source] - pos[target]).to(h.dtype)

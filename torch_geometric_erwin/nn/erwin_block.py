@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from torch_geometric_erwin.nn.ball_attention import BallAttention, BallGeometry
 from torch_geometric_erwin.nn.swiglu import SwiGLU
-from torch_geometric_erwin.tree.validation import check_permutation
+from torch_geometric_erwin.tree.validation import check_permutation, check_tensor
 
 
 class ErwinBlock(nn.Module):
@@ -51,6 +51,8 @@ class ErwinBlock(nn.Module):
 
     def forward(self, x: Tensor, pos: Optional[Tensor] = None, permutation: Optional[Tensor] = None,
                 key_mask: Optional[Tensor] = None, geometry: Optional[BallGeometry] = None) -> Tensor:
+        # before the norms, which would fail on a wrong width with torch's own message
+        check_tensor("x", x, ("num_slots", self.attention.channels))
         if permutation is None:
             return self._forward(x, pos, key_mask, geometry)
         check_permutation("permutation", permutation, x.shape[0])

@@ -90,7 +90,8 @@ class BallCompression(nn.Module):
                 layer.reset_parameters()
 
     def forward(self, k: Tensor, rel_pos: Tensor, leaf_mask: Tensor) -> Tensor:
-        keys = rearrange(k, "(n t) g e -> n g t e", t=self.ball_size) * leaf_mask[:, None, :, None]
+        # the mask is in the positions' dtype (float64 positions are kept), the keys in the model's
+        keys = rearrange(k, "(n t) g e -> n g t e", t=self.ball_size) * leaf_mask[:, None, :, None].to(k.dtype)
         features = torch.cat([rearrange(keys, "n g t e -> n g (t e)"),
                               rel_pos.unsqueeze(1).expand(-1, keys.shape[1], -1).to(keys.dtype)], dim=-1)
         return self.mlp(features)

@@ -8,7 +8,7 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 
 from torch_geometric_erwin.nn.init import reset_linear
-from torch_geometric_erwin.tree.validation import is_power_of_two
+from torch_geometric_erwin.tree.validation import check_tensor, is_power_of_two
 
 
 def _check(stride: int, dimensionality: int) -> None:
@@ -65,6 +65,11 @@ class BallPooling(nn.Module):
             self.norm.reset_parameters()
 
     def forward(self, x: Tensor, pos: Tensor) -> Tuple[Tensor, Tensor]:
+        check_tensor("x", x, ("num_slots", self.in_channels))
+        check_tensor("pos", pos, (x.shape[0], self.dimensionality), floating=True)
+        if x.shape[0] % self.stride:
+            raise ValueError(f"x must have a multiple of stride={self.stride} rows (groups of stride slots are "
+                             f"pooled into one), got {x.shape[0]}")
         if self.identity:
             return x, pos
         centres, rel_pos = pool_positions(pos, self.stride)
@@ -107,6 +112,10 @@ class BallUnpooling(nn.Module):
         self.norm.reset_parameters()
 
     def forward(self, x: Tensor, pos: Tensor, skip: Tensor, skip_pos: Tensor) -> Tensor:
+        check_tensor("x", x, ("num_coarse_slots", self.in_channels))
+        check_tensor("pos", pos, (x.shape[0], self.dimensionality), floating=True)
+        check_tensor("skip", skip, (self.stride * x.shape[0], self.out_channels))
+        check_tensor("skip_pos", skip_pos, (skip.shape[0], self.dimensionality), floating=True)
         with torch.no_grad():
             groups = rearrange(skip_pos.detach(), "(n s) d -> n s d", s=self.stride)
             rel_pos = rearrange(groups - pos.detach()[:, None], "n s d -> n (s d)")

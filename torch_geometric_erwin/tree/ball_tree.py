@@ -11,7 +11,8 @@ from torch import Tensor
 from torch_geometric_erwin.tree import engine
 from torch_geometric_erwin.tree.rotation import rotate as rotate_points
 from torch_geometric_erwin.tree.rotation import rotation_matrix
-from torch_geometric_erwin.tree.validation import check_ball_config, check_permutation, check_pos, node_ptr_from
+from torch_geometric_erwin.tree.validation import (check_ball_config, check_permutation, check_pos, granularity,
+                                                   node_ptr_from)
 
 PADDINGS = ("pow2", "compact")
 
@@ -19,19 +20,6 @@ PADDINGS = ("pow2", "compact")
 #: contains "index", so PyG's collation offsets it by each graph's node count;
 #: the rotated permutations are offset in :meth:`BallTree.from_data` instead.
 INDEX_KEY, MASK_KEY, ROTATED_PREFIX = "tree_index", "tree_mask", "tree_rotated_"
-
-
-def granularity(ball_sizes: Optional[Sequence[int]] = None, strides: Optional[Sequence[int]] = None) -> int:
-    r"""The slot count every graph's tree must be a multiple of.
-
-    :math:`\max_l \; \text{ball\_size}_l \cdot \prod_{j<l} \text{stride}_j`, so that
-    no ball and no pooling group at any level spans two graphs (1 without balls).
-    """
-    ball_sizes, strides = check_ball_config(ball_sizes, strides)
-    if ball_sizes is None:
-        return 1
-    pooled = [math.prod(strides[:level]) for level in range(len(ball_sizes))]
-    return max(b * p for b, p in zip(ball_sizes, pooled))
 
 
 def _ptr(counts: Tensor) -> Tensor:

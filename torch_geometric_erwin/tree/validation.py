@@ -4,8 +4,9 @@ Every check raises before any work is done and names the offending argument.
 """
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -23,6 +24,42 @@ def as_int(value) -> Optional[int]:
 
 def is_power_of_two(value: int) -> bool:
     return isinstance(value, int) and value >= 1 and value & (value - 1) == 0
+
+
+def check_tensor(name: str, value, shape: Sequence[Union[int, str]], dtype: Optional[torch.dtype] = None,
+                 floating: bool = False) -> None:
+    """``value`` must be a tensor of ``shape``, whose str entries are sizes left free and named in the
+    message (``("num_nodes", 3)``: any number of rows of 3 entries); of ``dtype`` if given, and of a
+    floating-point dtype if ``floating``. Reads shapes and dtypes only, so it is cheap enough for
+    every layer call and traces under ``torch.compile``."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dim() != len(shape) or any(isinstance(size, int) and value.shape[dim] != size
+                                        for dim, size in enumerate(shape)):
+        raise ValueError(f"{name} must have shape [{', '.join(map(str, shape))}], got {list(value.shape)}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {value.dtype}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {value.dtype}")
+
+
+@torch.compiler.disable  # reads the indices: data-dependent, so kept out of compiled graphs
+def check_edge_index(edge_index, num_nodes: int, batch: Optional[Tensor] = None) -> None:
+    """``edge_index`` must be an int64 ``[2, E]`` tensor of node indices in ``[0, num_nodes)``. Given
+    a (checked) ``batch``, every edge must join two nodes of one graph: the models treat the graphs
+    of a batch apart, as if each came alone, and an edge between two would break that. O(E)."""
+    check_tensor("edge_index", edge_index, (2, "num_edges"), dtype=torch.long)
+    if not edge_index.numel():
+        return
+    low, high = (int(bound) for bound in torch.aminmax(edge_index))
+    if low < 0 or high >= num_nodes:
+        raise ValueError(f"edge_index must hold node indices in [0, {num_nodes}), got indices from {low} to {high}")
+    if batch is not None:
+        graph = batch.to(edge_index.device)[edge_index]
+        if bool((graph[0] != graph[1]).any()):
+            raise ValueError("edge_index joins nodes of different graphs of the batch: the graphs of a batch "
+                             "are processed apart, so build each graph's edges alone (e.g. with a PyG "
+                             "transform per graph, or knn_graph/radius_graph given the batch)")
 
 
 def check_pos(pos) -> None:
@@ -56,6 +93,26 @@ def check_pos_magnitude(pos: Tensor, dtype: torch.dtype) -> None:
                          "neighbour distance)")
 
 
+def check_model_inputs(x, pos, batch: Optional[Tensor], edge_index: Optional[Tensor], in_channels: int,
+                       dimensionality: int, dtype: torch.dtype) -> Tensor:
+    """The checks of a model's ``forward(x, pos, batch, edge_index)`` whose parameters are of ``dtype``:
+    ``x [N, in_channels]`` of that dtype (any floating dtype under autocast), ``pos [N, dimensionality]``
+    finite and squarable in it (:func:`check_pos_magnitude`), ``batch`` sorted and ``edge_index``
+    within the nodes and graphs. Returns the graphs' node offsets (:func:`node_ptr_from`). Reads the
+    data: callers keep it out of compiled graphs (``torch.compiler.disable``)."""
+    check_tensor("x", x, ("num_nodes", in_channels), floating=True)
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"x is {x.dtype} but the model's parameters are {dtype}: cast x (x.to({dtype})) or "
+                        f"the model (model.to({x.dtype}))")
+    check_tensor("pos", pos, (x.shape[0], dimensionality))
+    check_pos(pos)
+    check_pos_magnitude(pos, dtype)
+    node_ptr = node_ptr_from(x.shape[0], batch, None)
+    if edge_index is not None:
+        check_edge_index(edge_index, x.shape[0], batch)
+    return node_ptr
+
+
 def check_int_sizes(name: str, values: Optional[Sequence[int]], allow_empty: bool = False):
     """A list of powers of two (ball sizes or strides); returns it as a tuple."""
     if values is None:
@@ -72,6 +129,17 @@ def check_int_sizes(name: str, values: Optional[Sequence[int]], allow_empty: boo
     return tuple(int(value) for value in values)
 
 
+#: Largest granularity a ball configuration may have. Every graph's tree has at least that many
+#: slots (8 GiB of int64 tree index at 2**30) and a ball of ``b`` slots computes ``b**2`` attention
+#: scores, so nothing beyond it can run; rejecting it when the model or transform is built turns a
+#: typo such as ``2**40`` into a clear error instead of a MemoryError on the first graph.
+MAX_GRANULARITY = 2**30
+
+
+def _granularity(ball_sizes: Tuple[int, ...], strides: Tuple[int, ...]) -> int:
+    return max(size * math.prod(strides[:level]) for level, size in enumerate(ball_sizes))
+
+
 def check_ball_config(ball_sizes, strides):
     """Validate ``ball_sizes`` (one per level) and ``strides`` (one fewer)."""
     ball_sizes = check_int_sizes("ball_sizes", ball_sizes)
@@ -85,7 +153,22 @@ def check_ball_config(ball_sizes, strides):
     if len(strides) != len(ball_sizes) - 1:
         raise ValueError(
             f"strides must have len(ball_sizes) - 1 = {len(ball_sizes) - 1} entries, got {len(strides)}")
+    grain = _granularity(ball_sizes, strides)
+    if grain > MAX_GRANULARITY:
+        raise ValueError(f"ball_sizes={list(ball_sizes)} with strides={list(strides)} need at least {grain} "
+                         f"(2**{grain.bit_length() - 1}) tree slots per graph, the largest "
+                         f"ball_sizes[l] * prod(strides[:l]); at most {MAX_GRANULARITY} (2**30) are supported")
     return ball_sizes, strides
+
+
+def granularity(ball_sizes: Optional[Sequence[int]] = None, strides: Optional[Sequence[int]] = None) -> int:
+    r"""The slot count every graph's tree must be a multiple of.
+
+    :math:`\max_l \; \text{ball\_size}_l \cdot \prod_{j<l} \text{stride}_j`, so that
+    no ball and no pooling group at any level spans two graphs (1 without balls).
+    """
+    ball_sizes, strides = check_ball_config(ball_sizes, strides)
+    return 1 if ball_sizes is None else _granularity(ball_sizes, strides)
 
 
 def check_permutation(name: str, permutation, size: int) -> None:

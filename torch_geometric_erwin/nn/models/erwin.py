@@ -16,10 +16,9 @@ from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
-from torch_geometric_erwin.tree import BallTree, build_ball_tree, granularity
+from torch_geometric_erwin.tree import BallTree, build_ball_tree, engine, granularity
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
-from torch_geometric_erwin.tree.validation import (as_int, check_ball_config, check_pos, check_pos_magnitude,
-                                                   node_ptr_from)
+from torch_geometric_erwin.tree.validation import as_int, check_ball_config, check_model_inputs
 
 #: A level's tree orders: the geometry of its balls, and (permutation, geometry) of the rotated balls.
 LevelOrders = Tuple[BallGeometry, Optional[Tuple[Tensor, BallGeometry]]]
@@ -279,6 +278,11 @@ class Erwin(nn.Module):
     def uses_rotation(self) -> bool:
         return self.rotate != 0 and any(depth > 1 for depth in self.enc_depths + self.dec_depths)
 
+    @property
+    def _has_batch_norm(self) -> bool:
+        # every unpooling layer normalises, and every pooling layer but the parameter-free identity
+        return (self.decode and len(self.pool) > 0) or any(not pool.identity for pool in self.pool)
+
     @torch.compiler.disable
     def build_tree(self, pos: Tensor, batch: Optional[Tensor] = None) -> BallTree:
         """The ball tree (with its rotated orders when the model uses them) of ``pos``."""
@@ -295,31 +299,15 @@ class Erwin(nn.Module):
     @torch.compiler.disable
     def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
                       tree: Optional[BallTree]) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape [num_nodes, {self.in_channels}], got "
-                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be floating point, got {x.dtype}")
-        if not isinstance(pos, Tensor) or pos.dim() != 2 or pos.shape != (x.shape[0], self.dimensionality):
-            raise ValueError(f"pos must have shape [{x.shape[0]}, {self.dimensionality}] (one row per row "
-                             f"of x), got {tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__}")
-        check_pos(pos)
-        check_pos_magnitude(pos, self.embedding.lin.weight.dtype)
-        node_ptr = node_ptr_from(x.shape[0], batch, None)
-        if edge_index is not None:
-            if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-                raise ValueError("edge_index must have shape [2, num_edges]")
-            if edge_index.dtype != torch.long:
-                raise TypeError(f"edge_index must be int64, got {edge_index.dtype}")
-            if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= x.shape[0]):
-                raise ValueError(f"edge_index must hold node indices in [0, {x.shape[0]})")
+        node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
+                                      self.embedding.lin.weight.dtype)
+        grain = granularity(self.ball_sizes, self.strides)
         if tree is not None:
             if not isinstance(tree, BallTree):
                 raise TypeError(f"tree must be a BallTree, got {type(tree).__name__}")
             if tree.num_nodes != x.shape[0]:
                 raise ValueError(f"tree has {tree.num_nodes} nodes but x has {x.shape[0]}")
             tree.check(node_ptr)
-            grain = granularity(self.ball_sizes, self.strides)
             if bool((tree.ptr % grain).any()):
                 raise ValueError(f"every graph's tree must have a multiple of {grain} slots for this model: "
                                  f"build it with model.tree_config")
@@ -327,6 +315,18 @@ class Erwin(nn.Module):
                 raise ValueError(f"the model attends in rotated balls (rotate={self.rotate}) and needs one "
                                  f"rotated order per level ({len(self.ball_sizes)}), the tree has "
                                  f"{len(tree.rotated)}: build it with rotate=model.rotate")
+        if self.training and self._has_batch_norm:
+            # BatchNorm takes batch statistics in training, which need two rows per channel; pooling
+            # by the strides leaves the coarsest level the fewest rows of any BatchNorm's input
+            num_slots = (tree.num_slots if tree is not None
+                         else int(engine.slot_ptr(node_ptr, self.padding, grain)[-1]))
+            coarsest = num_slots // math.prod(self.strides)
+            if coarsest < 2:
+                raise ValueError(
+                    f"too few nodes to train: the {x.shape[0]} nodes of this batch pool to a single slot at the "
+                    f"coarsest level (ball_sizes={self.ball_sizes}, strides={self.strides}), where BatchNorm "
+                    "needs at least 2 to take batch statistics: batch more or larger graphs, or evaluate "
+                    "with model.eval()")
 
     @staticmethod
     @torch.compiler.disable

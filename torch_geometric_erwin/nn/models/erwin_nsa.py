@@ -14,7 +14,7 @@ from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv
 from torch_geometric_erwin.nn.swiglu import SwiGLU
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
-from torch_geometric_erwin.tree.validation import node_ptr_from
+from torch_geometric_erwin.tree.validation import check_model_inputs
 
 #: Table 3 of the NSA paper; omitted values follow the reference code's effective settings
 #: (head width 16, one key/value head) and Erwin's defaults (rotation 45, 3 MPNN steps, MLP ratio 4).
@@ -140,12 +140,17 @@ class ErwinNSA(nn.Module):
         return build_ball_tree(pos, batch, rotate=self.rotate, **self.tree_config)
 
     @torch.compiler.disable
-    def _check_tree(self, tree: BallTree, num_nodes: int, batch: Optional[Tensor]) -> None:
+    def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
+                      tree: Optional[BallTree]) -> None:
+        node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
+                                      self.embedding.lin.weight.dtype)
+        if tree is None:
+            return
         if not isinstance(tree, BallTree):
             raise TypeError(f"tree must be a BallTree, got {type(tree).__name__}")
-        if tree.num_nodes != num_nodes:
-            raise ValueError(f"tree has {tree.num_nodes} nodes but x has {num_nodes}")
-        tree.check(node_ptr_from(num_nodes, batch, None))
+        if tree.num_nodes != x.shape[0]:
+            raise ValueError(f"tree has {tree.num_nodes} nodes but x has {x.shape[0]}")
+        tree.check(node_ptr)
         if bool((tree.ptr % self.region_size).any()):
             raise ValueError(f"tree slot counts must be multiples of {self.region_size}: build it with "
                              f"ball_sizes=[{self.region_size}] (model.tree_config)")
@@ -161,14 +166,10 @@ class ErwinNSA(nn.Module):
             edge_index = getattr(data, "edge_index", None)
             if tree is None and getattr(data, "tree_index", None) is not None:
                 tree = BallTree.from_data(data, **self.tree_config)
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape [num_nodes, {self.in_channels}]")
-        if not isinstance(pos, Tensor) or pos.shape != (x.shape[0], self.dimensionality):
-            raise ValueError(f"pos must have shape [{x.shape[0]}, {self.dimensionality}]")
+        self._check_inputs(x, pos, batch, edge_index, tree)
+        pos = pos.to(torch.promote_types(pos.dtype, torch.float32))  # geometry in float32 at least
         if tree is None:
             tree = self.build_tree(pos, batch)
-        else:
-            self._check_tree(tree, x.shape[0], batch)
 
         if edge_index is None and self.embedding.mp_steps > 0:
             edge_index = torch.compiler.disable(knn_graph)(pos, self.knn, batch, loop=True)

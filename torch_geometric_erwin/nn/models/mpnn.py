@@ -8,6 +8,8 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
+from torch_geometric_erwin.tree.validation import check_edge_index, check_tensor
+
 
 def _mlp(in_channels: int, hidden_channels: int, out_channels: int, num_layers: int,
          final_act: bool) -> nn.Sequential:
@@ -146,12 +148,9 @@ class MPNN(nn.Module):
         if pos is None or edge_index is None:
             raise ValueError("MPNN needs pos and edge_index (give a graph, e.g. from a kNN or radius "
                              "transform)")
-        if x.dim() != 2 or x.size(-1) != self.in_channels:
-            raise ValueError(f"x must have shape [N, {self.in_channels}], got {tuple(x.shape)}")
-        if pos.shape != (x.size(0), self.dim):
-            raise ValueError(f"pos must have shape [{x.size(0)}, {self.dim}], got {tuple(pos.shape)}")
-        if edge_index.dim() != 2 or edge_index.size(0) != 2:
-            raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+        check_tensor("x", x, ("num_nodes", self.in_channels), floating=True)
+        check_tensor("pos", pos, (x.size(0), self.dim), floating=True)
+        check_edge_index(edge_index, x.size(0))
         h = self.node_encoder(x)
         e = self.edge_encoder(pos[edge_index[1]] - pos[edge_index[0]])
         for layer in self.layers:
