@@ -20,6 +20,7 @@
 #include "ball_attention.h"
 #include "ball_tree.h"
 #include "edge_messages.h"
+#include "rms_norm.h"
 #include "swiglu.h"
 
 namespace py = pybind11;
@@ -313,6 +314,29 @@ static void edge_messages_backward(const FloatArray& per_source, const FloatArra
   });
 }
 
+static void rms_norm_forward(const FloatArray& x, const FloatArray& weight, float eps, FloatArray& y,
+                             FloatArray& inverse_rms, int threads) {
+  if (x.ndim() != 2 || weight.size() != x.shape(1) || y.size() != x.size() || inverse_rms.size() != x.shape(0)) {
+    throw std::invalid_argument("rms norm: inconsistent shapes");
+  }
+  py::gil_scoped_release release;
+  erwin::rms_norm_forward(x.data(), weight.data(), x.shape(0), x.shape(1), eps, threads, y.mutable_data(),
+                          inverse_rms.mutable_data());
+}
+
+static void rms_norm_backward(const FloatArray& x, const FloatArray& weight, const FloatArray& inverse_rms,
+                              const FloatArray& grad_y, FloatArray& grad_x, FloatArray& grad_weight, int threads) {
+  if (x.ndim() != 2 || weight.size() != x.shape(1) || inverse_rms.size() != x.shape(0) ||
+      grad_y.size() != x.size() || grad_x.size() != x.size() || grad_weight.size() != weight.size()) {
+    throw std::invalid_argument("rms norm: inconsistent shapes");
+  }
+  const int64_t blocks = (x.shape(0) + erwin::kBlockRows - 1) / erwin::kBlockRows;
+  std::vector<float> parts(blocks * x.shape(1));
+  py::gil_scoped_release release;
+  erwin::rms_norm_backward(x.data(), weight.data(), inverse_rms.data(), grad_y.data(), x.shape(0), x.shape(1),
+                           threads, grad_x.mutable_data(), parts.data(), grad_weight.mutable_data());
+}
+
 static void swiglu_backward(const FloatArray& gate_value, const FloatArray& grad_gated, FloatArray& gated,
                             FloatArray& grad_gate_value, int threads) {
   if (grad_gated.ndim() != 2 || gate_value.ndim() != 2 || gate_value.shape(0) != grad_gated.shape(0) ||
@@ -369,4 +393,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("gated").noconvert(), py::arg("grad_gate_value").noconvert(), py::arg("threads"),
         "The elementwise backward pass of SwiGLU (csrc/swiglu.h): writes the gated product and the gradient "
         "of the float32 pre-activations gate_value [rows, 2H] given that of the product, grad_gated [rows, H].");
+  m.def("rms_norm_forward", &rms_norm_forward, py::arg("x").noconvert(), py::arg("weight").noconvert(),
+        py::arg("eps"), py::arg("y").noconvert(), py::arg("inverse_rms").noconvert(), py::arg("threads"),
+        "RMSNorm of the float32 rows of x [rows, C] (csrc/rms_norm.h): writes y and inverse_rms [rows].");
+  m.def("rms_norm_backward", &rms_norm_backward, py::arg("x").noconvert(), py::arg("weight").noconvert(),
+        py::arg("inverse_rms").noconvert(), py::arg("grad_y").noconvert(), py::arg("grad_x").noconvert(),
+        py::arg("grad_weight").noconvert(), py::arg("threads"),
+        "Gradients of RMSNorm: writes grad_x [rows, C] and grad_weight [C].");
 }

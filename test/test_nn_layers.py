@@ -5,9 +5,9 @@ import pytest
 import torch
 from einops import rearrange
 
-from torch_geometric_erwin.nn import ball_attention, cpu_path, embedding, swiglu
+from torch_geometric_erwin.nn import ball_attention, cpu_path, embedding, rms_norm, swiglu
 from torch_geometric_erwin.nn import (BallAttention, BallGeometry, BallPooling, BallUnpooling, ErwinBlock,
-                                      ErwinEmbedding, SwiGLU, knn_graph, radius_graph)
+                                      ErwinEmbedding, RMSNorm, SwiGLU, knn_graph, radius_graph)
 
 
 def dense_ball_attention(layer, x, pos, key_mask=None):
@@ -324,6 +324,44 @@ def test_swiglu_fused_backward_kernel_matches_float64():
     for ours, expected in zip(*results):
         assert ours.isfinite().all()
         torch.testing.assert_close(ours.double(), expected, atol=1e-5 * expected.abs().max(), rtol=1e-4)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(2, 70, 7), (130, 32), (0, 16)])
+def test_rms_norm_kernels_match_torch_in_float64(shape, monkeypatch):
+    """Our RMSNorm (C++ kernels in float32) against torch.nn.RMSNorm in float64: output, the
+    gradients of x and of the weight, with leading dimensions, a width that is no multiple of the
+    vector width, no rows; the same with 1 and 2 threads, bit for bit; state dicts interchange."""
+    calls = []
+    apply = rms_norm._KernelRMSNormFunction.apply
+    monkeypatch.setattr(rms_norm._KernelRMSNormFunction, "apply", lambda *args: calls.append(1) or apply(*args))
+    torch.manual_seed(10)
+    exact = torch.nn.RMSNorm(shape[-1]).double()
+    torch.nn.init.normal_(exact.weight)
+    ours = RMSNorm(shape[-1])
+    ours.load_state_dict(exact.state_dict())
+    x, grad = 3 * torch.randn(shape), torch.randn(shape, dtype=torch.float64)
+    xs = x.double().requires_grad_()
+    exact(xs).backward(grad)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            ours.zero_grad()
+            x32 = x.clone().requires_grad_()
+            out = ours(x32)
+            out.backward(grad.float())
+            runs.append([out.detach(), x32.grad, ours.weight.grad.clone()])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 2
+    for one, two, expected in zip(*runs, [exact(xs).detach(), xs.grad, exact.weight.grad]):
+        assert torch.equal(one, two)
+        torch.testing.assert_close(one.double(), expected, atol=1e-5 * max([1.0, *expected.abs().flatten().tolist()]),
+                                   rtol=1e-5)
+    ours.double()(x.double())  # float64 runs torch's own layer
+    assert len(calls) == 2
 
 
 def test_ball_pooling_and_unpooling_follow_eqs_12_13():

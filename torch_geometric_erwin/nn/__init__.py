@@ -6,6 +6,7 @@ from torch_geometric_erwin.nn.erwin_block import ErwinBlock
 from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
 from torch_geometric_erwin.nn.nsa_conv import ErwinNSAConv
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
+from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
 from torch_geometric_erwin.nn.models import MPNN, Erwin, ErwinNSA
 
@@ -20,6 +21,7 @@ __all__ = [
     "ErwinNSA",
     "ErwinNSAConv",
     "MPNN",
+    "RMSNorm",
     "SwiGLU",
     "knn_graph",
     "radius_graph",

@@ -6,6 +6,7 @@ from typing import Optional
 from torch import Tensor, nn
 
 from torch_geometric_erwin.nn.ball_attention import BallAttention, BallGeometry
+from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
 from torch_geometric_erwin.tree.validation import check_permutation, check_tensor
 
@@ -40,9 +41,9 @@ class ErwinBlock(nn.Module):
         super().__init__()
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, int) or mlp_ratio < 1:
             raise ValueError(f"mlp_ratio must be a positive int, got {mlp_ratio!r}")
-        self.norm1 = nn.RMSNorm(channels)
+        self.norm1 = RMSNorm(channels)
         self.attention = BallAttention(channels, num_heads, ball_size, dimensionality)
-        self.norm2 = nn.RMSNorm(channels)
+        self.norm2 = RMSNorm(channels)
         self.mlp = SwiGLU(channels, mlp_ratio * channels)
 
     def reset_parameters(self) -> None:

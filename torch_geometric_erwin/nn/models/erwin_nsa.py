@@ -11,6 +11,7 @@ from torch_geometric_erwin.nn.ball_attention import BallAttention
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding
 from torch_geometric_erwin.nn.graph import knn_graph
 from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv
+from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
@@ -38,9 +39,9 @@ class ErwinNSABlock(nn.Module):
     def __init__(self, conv: ErwinNSAConv, mlp_ratio: int = 4):
         super().__init__()
         channels = conv.channels
-        self.norm1 = nn.RMSNorm(channels)
+        self.norm1 = RMSNorm(channels)
         self.conv = conv
-        self.norm2 = nn.RMSNorm(channels)
+        self.norm2 = RMSNorm(channels)
         self.mlp = SwiGLU(channels, mlp_ratio * channels)
 
     def reset_parameters(self) -> None:
