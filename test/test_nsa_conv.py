@@ -185,6 +185,7 @@ def test_checkpointed_gradients_equal_plain_gradients():
 @pytest.mark.parametrize("kwargs, error", [
     (dict(channels=15), ValueError), (dict(compress=12), ValueError), (dict(k=0), ValueError),
     (dict(kv_heads=3), ValueError), (dict(local=object()), TypeError), (dict(k=1.5), TypeError),
+    (dict(compress=2**40), ValueError), (dict(local_size=2**40), ValueError),
 ])
 def test_constructor_validation(kwargs, error):
     local = kwargs.pop("local", None)

@@ -9,7 +9,7 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from torch_geometric_erwin.tree.validation import is_power_of_two
+from torch_geometric_erwin.tree.validation import MAX_GRANULARITY, is_power_of_two
 
 BRANCHES = ("compressed", "selected", "local")
 
@@ -49,6 +49,8 @@ def _power_of_two(name: str, value) -> int:
     _positive_int(name, value)
     if not is_power_of_two(value):
         raise ValueError(f"{name} must be a power of two, got {value}")
+    if value > MAX_GRANULARITY:  # the trees' limit (see MAX_GRANULARITY): no graph could hold one ball
+        raise ValueError(f"{name} must be at most {MAX_GRANULARITY} (2**30), got {value}")
     return value
 
 
