@@ -174,17 +174,23 @@ static AttentionShape attention_shape(const std::vector<const FloatArray*>& like
   return s;
 }
 
-// Calls kernel(std::integral_constant<int, E>) for the supported head widths E.
+// Calls kernel(std::integral_constant<int, W>) for the W of Widths that equals width (the widths a
+// kernel is compiled for); throws `unsupported` if none does.
+template <int... Widths, class Kernel>
+static void with_width(int64_t width, const char* unsupported, Kernel&& kernel) {
+  const bool found = ((width == Widths && (kernel(std::integral_constant<int, Widths>{}), true)) || ...);
+  if (!found) throw std::invalid_argument(unsupported);
+}
+
+// The head widths E of the attention kernels and the channel counts C of the edge-message kernels.
 template <class Kernel>
 static void with_head_width(int64_t head_width, Kernel&& kernel) {
-  switch (head_width) {
-    case 4: return kernel(std::integral_constant<int, 4>{});
-    case 8: return kernel(std::integral_constant<int, 8>{});
-    case 16: return kernel(std::integral_constant<int, 16>{});
-    case 32: return kernel(std::integral_constant<int, 32>{});
-    case 64: return kernel(std::integral_constant<int, 64>{});
-    default: throw std::invalid_argument("ball attention: head width must be 4, 8, 16, 32 or 64");
-  }
+  with_width<4, 8, 16, 32, 64>(head_width, "ball attention: head width must be 4, 8, 16, 32 or 64", kernel);
+}
+
+template <class Kernel>
+static void with_channels(int64_t channels, Kernel&& kernel) {
+  with_width<16, 32, 64, 128, 256>(channels, "edge messages: channels must be 16, 32, 64, 128 or 256", kernel);
 }
 
 static const uint8_t* data_or_null(const std::optional<MaskArray>& hidden) {
@@ -261,19 +267,6 @@ static erwin::EdgeList edge_list(const erwin::EdgeLayer& layer, const EdgeArray&
   check_edges(target, layer.nodes);
   check_ptr(ptr, edges);
   return {source.data(), target.data(), offset.data(), ptr.data()};
-}
-
-// Calls kernel(std::integral_constant<int, C>) for the supported widths C.
-template <class Kernel>
-static void with_channels(int64_t channels, Kernel&& kernel) {
-  switch (channels) {
-    case 16: return kernel(std::integral_constant<int, 16>{});
-    case 32: return kernel(std::integral_constant<int, 32>{});
-    case 64: return kernel(std::integral_constant<int, 64>{});
-    case 128: return kernel(std::integral_constant<int, 128>{});
-    case 256: return kernel(std::integral_constant<int, 256>{});
-    default: throw std::invalid_argument("edge messages: channels must be 16, 32, 64, 128 or 256");
-  }
 }
 
 static void edge_messages_forward(const FloatArray& per_source, const FloatArray& per_target,

@@ -306,9 +306,18 @@ def test_swiglu_cpu_path_matches_autograd_of_the_equation(monkeypatch, block_byt
 
 
 @needs_kernels
-def test_swiglu_fused_backward_kernel_matches_float64():
+def test_swiglu_fused_backward_kernel_matches_float64(monkeypatch):
     """The float32 backward pass with the fused elementwise kernel (csrc/swiglu.h) against the float64
     PyTorch path, for gates far in both tails (sigmoid from exp(-|g|) keeps them finite)."""
+    calls, kernels = [], swiglu._C
+
+    class CountingKernels:
+        @staticmethod
+        def swiglu_backward(*args):
+            calls.append(1)
+            return kernels.swiglu_backward(*args)
+
+    monkeypatch.setattr(swiglu, "_C", CountingKernels)
     torch.manual_seed(6)
     layer = SwiGLU(8, 24)
     with torch.no_grad():
@@ -321,6 +330,7 @@ def test_swiglu_fused_backward_kernel_matches_float64():
         xs = inputs.clone().requires_grad_()
         (module(xs) * weights.to(xs.dtype)).sum().backward()
         results.append([xs.grad] + [p.grad for p in module.parameters()])
+    assert calls  # float32 took the kernel, float64 the PyTorch path
     for ours, expected in zip(*results):
         assert ours.isfinite().all()
         torch.testing.assert_close(ours.double(), expected, atol=1e-5 * expected.abs().max(), rtol=1e-4)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_cpu_path
+from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_cpu_path, takes_kernel_path
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import check_tensor, is_power_of_two
 
@@ -126,13 +126,6 @@ class _BallAttentionFunction(torch.autograd.Function):
                 pairs = rearrange(grad_scores, "(b h) i j -> b h (i j)", h=h)
                 grad_sigma += pairs.mul_(rearrange(distance[balls], "b i j -> b 1 (i j)")).sum(2).sum(0)
         return (*(t.view(n, h, m, e) for t in (grad_q, grad_k, grad_v)), grad_sigma, None, None)
-
-
-def _kernel_applies(dtype: torch.dtype, head_width: int, ball_size: int) -> bool:
-    """Whether the C++ kernels take attention in ``dtype`` with heads of ``head_width`` channels in
-    balls of ``ball_size``: built, float32, ``ball_size`` a multiple of 4 and ``head_width`` one of
-    :data:`KERNEL_HEAD_WIDTHS`."""
-    return _C is not None and dtype == torch.float32 and ball_size % 4 == 0 and head_width in KERNEL_HEAD_WIDTHS
 
 
 class _KernelBallAttentionFunction(torch.autograd.Function):
@@ -264,13 +257,13 @@ class BallAttention(nn.Module):
         if key_mask is not None:
             hidden = rearrange(~key_mask, "(n m) -> n 1 1 m", m=self.ball_size)
             hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
-        cpu_path = takes_cpu_path(qkv, self.sigma)
-        if cpu_path and _kernel_applies(qkv.dtype, self.channels // self.num_heads, self.ball_size):
+        if (takes_kernel_path(qkv, self.sigma) and self.ball_size % 4 == 0
+                and self.channels // self.num_heads in KERNEL_HEAD_WIDTHS):
             out = _KernelBallAttentionFunction.apply(qkv, self.sigma, geometry.distance.to(qkv.dtype), hidden)
             return self.proj(out)
         q, k, v = rearrange(qkv, "(n m) (three h e) -> three n h m e",
                             m=self.ball_size, h=self.num_heads, three=3).contiguous().unbind(0)
-        if cpu_path and torch.is_grad_enabled():
+        if takes_cpu_path(q, self.sigma) and torch.is_grad_enabled():
             out = _BallAttentionFunction.apply(q, k, v, self.sigma, geometry.distance.to(q.dtype), hidden)
         else:
             bias = rearrange(self.sigma, "h -> 1 h 1 1") * rearrange(geometry.distance, "n i j -> n 1 i j")

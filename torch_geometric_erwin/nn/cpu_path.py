@@ -26,6 +26,12 @@ def takes_cpu_path(x: Tensor, parameter: Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
 
 
+def takes_kernel_path(x: Tensor, parameter: Tensor) -> bool:
+    """Whether a layer with input ``x`` and a ``parameter`` runs C++ kernels: the extension is built
+    and the layer takes its CPU path (:func:`takes_cpu_path`) in float32, the dtype they are written for."""
+    return _C is not None and x.dtype == torch.float32 and takes_cpu_path(x, parameter)
+
+
 def blocks(total: int, size: int) -> List[slice]:
     """``range(total)`` cut into slices of ``size`` (the last one shorter)."""
     return [slice(start, min(start + size, total)) for start in range(0, total, size)]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_cpu_path
+from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_kernel_path
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import check_edge_index, check_tensor
 
@@ -172,8 +172,7 @@ class ErwinEmbedding(nn.Module):
             offset = (pos[source] - pos[target]).to(h.dtype)
             in_degree = torch.bincount(target, minlength=h.shape[0]).clamp_(min=1).to(h.dtype).unsqueeze(1)
         c = self.channels
-        kernel = (_C is not None and h.dtype == torch.float32 and c in KERNEL_CHANNELS and self.dimensionality <= 4
-                  and takes_cpu_path(h, self.lin.weight))
+        kernel = takes_kernel_path(h, self.lin.weight) and c in KERNEL_CHANNELS and self.dimensionality <= 4
         if kernel:
             by_target = _EdgeList.grouped(1, source, target, offset, h.shape[0])
             by_source = (_EdgeList.grouped(0, *by_target[:3], h.shape[0]) if torch.is_grad_enabled() else None)

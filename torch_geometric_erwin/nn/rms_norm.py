@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from torch_geometric_erwin.nn.cpu_path import _C, arrays, takes_cpu_path
+from torch_geometric_erwin.nn.cpu_path import _C, arrays, takes_kernel_path
 
 
 class _KernelRMSNormFunction(torch.autograd.Function):
@@ -42,8 +42,7 @@ class RMSNorm(nn.RMSNorm):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if (_C is None or self.weight is None or x.dtype != torch.float32 or x.shape[-1:] != self.weight.shape
-                or not takes_cpu_path(x, self.weight)):
+        if self.weight is None or x.shape[-1:] != self.weight.shape or not takes_kernel_path(x, self.weight):
             return super().forward(x)
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
         rows = x.reshape(-1, x.shape[-1])
