@@ -130,8 +130,10 @@ def test_initial_gates_favour_local():
     assert torch.allclose(gates[:, :2], torch.sigmoid(torch.tensor(-2.0)).expand_as(gates[:, :2]))
 
 
-def test_padding_slots_never_change_real_outputs():
-    conv = make_conv().double()
+@pytest.mark.parametrize("local", ["zero", "ball attention"])
+def test_padding_slots_never_change_real_outputs(local):
+    # with Erwin's ball attention as the local branch, padding is hidden from the keys and from the centres
+    conv = make_conv(local=BallAttention(16, 4, 16) if local == "ball attention" else None).double()
     x, pos, tree = make_inputs([37, 21], conv.region_size)
     x, pos = x.double(), pos.double()
     base = conv(x, pos, ptr=tree.ptr, mask=tree.mask)

@@ -27,7 +27,8 @@ class BallGeometry:
 
     Attributes:
         rel_pos: ``[S, D]`` position of every slot relative to its ball's centre
-            (eq. 9): :math:`p_i - \frac{1}{m}\sum_{j \in B} p_j`.
+            (eq. 9): :math:`p_i - \frac{1}{m}\sum_{j \in B} p_j`, or the mean of the ball's
+            real slots when a mask says which they are.
         distance: ``[S / m, m, m]`` pairwise distances inside every ball (eq. 10).
         ball_size: :math:`m`.
     """
@@ -38,12 +39,20 @@ class BallGeometry:
 
     @classmethod
     @torch.no_grad()
-    def from_pos(cls, pos: Tensor, ball_size: int) -> "BallGeometry":
+    def from_pos(cls, pos: Tensor, ball_size: int, mask: Optional[Tensor] = None) -> "BallGeometry":
         """Geometry of balls of ``ball_size`` contiguous slots of ``pos`` ``[S, D]`` (in float32 at
-        least: half-precision positions are promoted)."""
+        least: half-precision positions are promoted). ``mask`` ``[S]`` (bool, True on real slots)
+        takes each centre over the ball's real slots only, so padding duplicates do not pull it
+        towards the points they copy (a ball without real slots keeps the plain mean)."""
         dtype = torch.promote_types(pos.dtype, torch.float32)
         balls = rearrange(pos.detach().to(dtype), "(n m) d -> n m d", m=ball_size)
-        offsets = balls - reduce(balls, "n m d -> n 1 d", "mean")
+        if mask is None:
+            centre = reduce(balls, "n m d -> n 1 d", "mean")
+        else:
+            weight = rearrange(mask, "(n m) -> n m 1", m=ball_size).to(dtype)
+            weight = torch.where(weight.sum(1, keepdim=True) > 0, weight, torch.ones_like(weight))
+            centre = (balls * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True)
+        offsets = balls - centre
         # from differences, not cdist's default matrix-product formula |a|² + |b|² - 2ab, which loses
         # to cancellation about 1e-3 of the distances in a unit ball and more in balls far from the
         # origin (and is slower at ball sizes like 128)
@@ -186,8 +195,9 @@ class BallAttention(nn.Module):
     Shapes:
         ``forward(x [S, C], pos [S, D], key_mask [S]? , geometry?) -> [S, C]``,
         with :math:`S` a multiple of ``ball_size``. ``key_mask`` (bool) hides
-        keys (tree padding) from the other slots of their ball; a ball without
-        any visible key attends to all of its slots. ``geometry`` is the
+        keys (tree padding) from the other slots of their ball and leaves them
+        out of the ball's centre (eq. 9); a ball without any visible key attends
+        to all of its slots. ``geometry`` is the
         :class:`BallGeometry` of ``pos``, when the caller has it already.
 
     Kernels: on CPU in float32 (outside autocast and ``torch.compile``), with
@@ -241,7 +251,7 @@ class BallAttention(nn.Module):
             if pos is None:
                 raise ValueError("BallAttention needs pos or geometry")
             check_tensor("pos", pos, (num_slots, self.dimensionality), floating=True)
-            geometry = BallGeometry.from_pos(pos, self.ball_size)
+            geometry = BallGeometry.from_pos(pos, self.ball_size, key_mask)
         elif geometry.rel_pos.shape[0] != num_slots or geometry.ball_size != self.ball_size:
             raise ValueError(f"geometry describes {geometry.rel_pos.shape[0]} slots in balls of "
                              f"{geometry.ball_size}, but x has {num_slots} and ball_size is {self.ball_size}")
