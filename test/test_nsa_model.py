@@ -175,3 +175,19 @@ def test_float64_and_float16_positions_run_the_float32_model():
         torch.testing.assert_close(model(data.x, data.pos.double(), edge_index=data.edge_index), out)
         torch.testing.assert_close(model(data.x, data.pos.half(), edge_index=data.edge_index),
                                    model(data.x, data.pos.half().float(), edge_index=data.edge_index))
+
+
+def test_initialisation_is_the_references():
+    # every linear layer truncated normal (std 0.02) with zero bias, as the reference's model-wide
+    # init, except the gates, which keep NSA's initialisation (docs/deviations.md)
+    torch.manual_seed(0)
+    model = ErwinNSA.from_preset("md", in_channels=16, out_channels=3)
+    linears = {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    gates = {name for name in linears if name.endswith(".gate")}
+    assert gates and len(linears) > len(gates)
+    for name, lin in linears.items():
+        if name in gates:
+            assert (lin.weight == 0).all() and set(lin.bias.tolist()) == {-2.0, 2.0}
+            continue
+        assert abs(lin.weight.std().item() - 0.02) < 0.004, name
+        assert lin.bias is None or (lin.bias == 0).all(), name

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch_geometric_erwin.nn.ball_attention import BallAttention
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding
 from torch_geometric_erwin.nn.graph import knn_graph
+from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv
 from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
@@ -129,7 +130,7 @@ class ErwinNSA(nn.Module):
         for block in self.blocks:
             block.reset_parameters()
         if self.head is not None:
-            self.head.reset_parameters()
+            reset_linear(self.head)
 
     @property
     def tree_config(self) -> dict:
