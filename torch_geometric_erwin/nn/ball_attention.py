@@ -123,6 +123,26 @@ def _math_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     return torch.einsum("nhij,nhje->nhie", scores.softmax(dim=-1), v)
 
 
+def flex_score_mod(sigma: Tensor, rel_pos: Tensor, hidden: Optional[Tensor]):
+    r"""The ``score_mod(score, b, h, i, j)`` of ball attention's flex backend: ``score`` plus
+    :math:`\sigma_h \lVert p_{b,i} - p_{b,j} \rVert` from ``rel_pos [n, m, D]`` (``sigma [h]``),
+    :math:`-\infty` where ``hidden [n, m]`` hides key ``j`` of ball ``b``. Indices may be tensors
+    that broadcast together (flex attention calls it on scalars under ``vmap``)."""
+    dimensionality = rel_pos.shape[-1]
+
+    def distance_bias(score, b, h, i, j):
+        squares = sum((rel_pos[b, i, c] - rel_pos[b, j, c]).square() for c in range(dimensionality))
+        return score + (sigma[h] * squares.sqrt()).to(score.dtype)
+
+    if hidden is None:
+        return distance_bias
+
+    def masked_distance_bias(score, b, h, i, j):
+        return torch.where(hidden[b, j], float("-inf"), distance_bias(score, b, h, i, j))
+
+    return masked_distance_bias
+
+
 def _flex_ball_attention(q: Tensor, k: Tensor, v: Tensor, sigma: Tensor, rel_pos: Tensor,
                          hidden: Optional[Tensor]) -> Tensor:
     r"""Ball attention by :func:`torch.nn.attention.flex_attention.flex_attention`, balls as the
@@ -132,17 +152,7 @@ def _flex_ball_attention(q: Tensor, k: Tensor, v: Tensor, sigma: Tensor, rel_pos
     ``sigma`` as a captured tensor. Outside the CPU the call is compiled (once per process; an
     outer ``torch.compile`` traces it in place); on the CPU it runs torch's eager implementation,
     forward only."""
-    dimensionality = rel_pos.shape[-1]
-
-    def distance_bias(score, b, h, i, j):
-        squares = sum((rel_pos[b, i, c] - rel_pos[b, j, c]).square() for c in range(dimensionality))
-        return score + (sigma[h] * squares.sqrt()).to(score.dtype)
-
-    score_mod = distance_bias
-    if hidden is not None:
-        def score_mod(score, b, h, i, j):
-            return torch.where(hidden[b, j], float("-inf"), distance_bias(score, b, h, i, j))
-
+    score_mod = flex_score_mod(sigma, rel_pos, hidden)
     if torch.compiler.is_compiling():
         return flex_attention(q, k, v, score_mod=score_mod)
     if q.device.type == "cpu":
