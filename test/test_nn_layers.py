@@ -563,8 +563,8 @@ def brute_force_neighbours(pos, batch, count, radius, loop):
 
 @pytest.mark.parametrize("loop", [False, True])
 def test_knn_and_radius_graphs_are_exact(loop, monkeypatch):
-    import torch_geometric_erwin.nn.graph as graph
-    monkeypatch.setattr(graph, "PAIRS_PER_CHUNK", 64)  # several chunks, some spanning two graphs
+    import torch_geometric_erwin.tree.neighbour_search as search
+    monkeypatch.setattr(search, "PAIRS_PER_CHUNK", 64)  # torch engine: several chunks, some spanning two graphs
     torch.manual_seed(7)
     pos = torch.rand(45, 3)
     batch = torch.tensor([0] * 3 + [1] * 30 + [2] * 12)
