@@ -295,3 +295,32 @@ def test_ddp_gives_the_plain_gradients(tmp_path, gloo_works):  # noqa: F811
             torch.testing.assert_close(b, a, atol=1e-10, rtol=0)
     for a, b in zip(ranks[0][1], ranks[1][1]):  # averaged over both ranks' (different) data
         assert torch.equal(a, b)
+
+
+class _Built(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model_name", ["erwin", "erwin-nsa", "mpnn"])
+def test_cli_flag_reaches_the_backbone(model_name, monkeypatch):
+    from torch_geometric_erwin.training import cli
+
+    built = {}
+
+    def build_task(backbone, args):
+        built["backbone"] = backbone(16)
+        raise _Built
+
+    experiment = cli.Experiment(name="toy", description="toy", dim=3, preset="md", nsa_preset="md",
+                                train=dict(steps=1, batch_size=1, lr=1e-3), load=None, build_task=build_task,
+                                layout="none")
+    argv = ["--data", "unused", "--model", model_name, "--steps", "1"]
+    for flag in (False, True):
+        args = cli.parse_args(experiment, argv + ["--activation-checkpointing"] * flag)
+        if model_name == "mpnn" and flag:
+            with pytest.raises(cli.UsageError, match="mpnn has no activation checkpointing"):
+                cli.train_models(experiment, args, None, (None, None, None))
+            continue
+        with pytest.raises(_Built):
+            cli.train_models(experiment, args, None, (None, None, None))
+        assert getattr(built["backbone"], "activation_checkpointing", False) is flag
