@@ -208,6 +208,9 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast precision")
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--activation-checkpointing", action="store_true",
+                     help="recompute every transformer block in the backward pass (erwin, erwin-nsa): "
+                          "a fraction of the activation memory for about a third more time")
     run.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     run.add_argument("--eval-limit", type=_positive_int, default=None, metavar="N",
                      help="validate and test on the first N samples of each split only (a quick check)")
@@ -283,6 +286,15 @@ def results_table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def with_activation_checkpointing(backbone: nn.Module, model_name: str) -> nn.Module:
+    """``backbone`` with its ``activation_checkpointing`` switched on (``--activation-checkpointing``)."""
+    if not hasattr(backbone, "activation_checkpointing"):
+        raise UsageError(f"--activation-checkpointing: {model_name} has no activation checkpointing (erwin and "
+                         "erwin-nsa have); drop the flag for it")
+    backbone.activation_checkpointing = True
+    return backbone
+
+
 def train_models(experiment: Experiment, args: argparse.Namespace, context: DistributedContext,
                  splits: Tuple[Any, Any, Any]) -> List[Dict[str, Any]]:
     """Train every ``--model`` on ``splits``; returns one result row per model."""
@@ -291,7 +303,11 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
     for model_name in args.model:
         factory = experiment.backbones[model_name]
         seed_everything(args.seed)
-        task = experiment.build_task(lambda c_in: factory(c_in, args.size, experiment), args)
+        if getattr(args, "activation_checkpointing", False):
+            backbone = lambda c_in: with_activation_checkpointing(factory(c_in, args.size, experiment), model_name)
+        else:
+            backbone = lambda c_in: factory(c_in, args.size, experiment)
+        task = experiment.build_task(backbone, args)
         out_dir = os.path.join(args.out, model_name)
         config = train_config(args)
         last = os.path.join(out_dir, "checkpoints", "last.pt")
