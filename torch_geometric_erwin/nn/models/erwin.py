@@ -16,6 +16,7 @@ from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
+from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree, build_ball_tree, engine, granularity
 from torch_geometric_erwin.tree.ball_tree import PADDINGS, has_tree_attributes, tree_fix
 from torch_geometric_erwin.tree.validation import as_int, check_ball_config, check_model_inputs
@@ -64,7 +65,7 @@ def _positive_ints(name: str, values, allow_zero: bool = False) -> List[int]:
     return [int(value) for value in values]
 
 
-class Erwin(nn.Module):
+class Erwin(Configurable, nn.Module):
     r"""Erwin (Zhdanov et al., ICML 2025, Sec. 4 and Fig. 2): ball attention on a
     ball tree, coarsened and refined like a U-Net.
 

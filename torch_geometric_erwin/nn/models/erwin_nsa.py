@@ -13,6 +13,7 @@ from torch_geometric_erwin.nn.graph import knn_graph
 from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv
 from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
+from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import PADDINGS, has_tree_attributes, tree_fix
 from torch_geometric_erwin.tree.validation import check_model_inputs
@@ -53,7 +54,7 @@ class ErwinNSABlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class ErwinNSA(nn.Module):
+class ErwinNSA(Configurable, nn.Module):
     r"""Erwin NSA (Lapautre et al. 2025, Sec. 4.1, Fig. 1).
 
     .. math::
