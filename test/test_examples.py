@@ -194,3 +194,16 @@ def test_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         _run("nbody", ["predict", "--help"])
     assert "--split {train,val,test}" in capsys.readouterr().out
+
+
+def test_missing_optional_packages_stop_the_run_before_any_work(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    example = load_example("nbody")
+    monkeypatch.setattr(example.EXPERIMENT, "load", lambda args: pytest.fail("data were loaded"))
+    for missing, extra, hint in (("tensorboard", [], "or pass --no-tensorboard"),
+                                 ("matplotlib", ["--no-tensorboard"], "plots")):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == missing else find_spec(name))
+        status = example.run(example.EXPERIMENT, ["--out", str(tmp_path / "out"), "--steps", "1", *extra])
+        err = capsys.readouterr().err
+        assert status == 2 and f"{missing} is not installed" in err and hint in err

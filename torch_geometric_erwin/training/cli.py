@@ -355,10 +355,26 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
     return rows
 
 
+def check_run_dependencies(args: argparse.Namespace) -> None:
+    """Raise :class:`ImportError` before any data or training work for an optional package this run will
+    need: matplotlib (the run's plots), tensorboard (unless ``--no-tensorboard``) and wandb (``--wandb``).
+    A dataset's own format packages (h5py, ...) are asked for when it is loaded, which also comes first."""
+    import importlib.util
+    needed = [("matplotlib", "the run's plots (loss_curves.png, ball_tree.png) need it")]
+    if not args.no_tensorboard:
+        needed.append(("tensorboard", "TensorBoard logging needs it; or pass --no-tensorboard"))
+    if args.wandb:
+        needed.append(("wandb", "--wandb needs it"))
+    for module, why in needed:
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(f"{module} is not installed: {why} (pip install {module})")
+
+
 def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Parse ``argv``, train and test every requested model, write the results; returns the rows."""
     from torch_geometric_erwin.training.plots import plot_first_sample_tree, plot_loss_curves
     args = resolve_resume(parse_args(experiment, argv))
+    check_run_dependencies(args)
     if experiment.default_data is None:
         _check_root(experiment, args.data)
     context = init_distributed(args.device)
