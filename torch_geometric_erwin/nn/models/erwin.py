@@ -17,8 +17,9 @@ from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
+from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree, build_ball_tree, engine, granularity
-from torch_geometric_erwin.tree.ball_tree import PADDINGS
+from torch_geometric_erwin.tree.ball_tree import PADDINGS, has_tree_attributes, tree_fix
 from torch_geometric_erwin.tree.validation import as_int, check_ball_config, check_model_inputs
 
 #: A level's tree orders: the geometry of its balls, and (permutation, geometry) of the rotated balls.
@@ -83,7 +84,7 @@ def _positive_ints(name: str, values, allow_zero: bool = False) -> List[int]:
     return [int(value) for value in values]
 
 
-class Erwin(nn.Module):
+class Erwin(Configurable, nn.Module):
     r"""Erwin (Zhdanov et al., ICML 2025, Sec. 4 and Fig. 2): ball attention on a
     ball tree, coarsened and refined like a U-Net.
 
@@ -112,8 +113,10 @@ class Erwin(nn.Module):
             (powers of two, ``L - 1`` entries).
         rotate (float): rotation angle of the cross-ball trees in degrees; ``0``
             for none. (default: ``45``)
-        decode (bool): if :obj:`False`, return the bottleneck level instead
-            (``(h [S_{L-1}, C_{L-1}], batch [S_{L-1}])`` in tree order). (default: :obj:`True`)
+        decode (bool): if :obj:`False`, return the bottleneck level instead:
+            ``(h [S', C_{L-1}], batch [S'])`` in tree order, one row per slot of the coarsest
+            level that pools at least one node (slots of padding only are dropped, so that
+            e.g. ``global_mean_pool(h, batch)`` sees no padding). (default: :obj:`True`)
         mlp_ratio (int): SwiGLU hidden width / :math:`C_l`. (default: ``4``)
         dimensionality (int): :math:`D` of the positions. (default: ``3``)
         mp_steps (int): message-passing steps of the embedding. (default: ``3``)
@@ -336,7 +339,7 @@ class Erwin(nn.Module):
 
     @torch.compiler.disable
     def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
-                      tree: Optional[BallTree]) -> None:
+                      tree: Optional[BallTree], from_data: bool = False) -> None:
         node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
                                       self.embedding.lin.weight.dtype)
         grain = granularity(self.ball_sizes, self.strides)
@@ -353,6 +356,10 @@ class Erwin(nn.Module):
                 raise ValueError(f"the model attends in rotated balls (rotate={self.rotate}) and needs one "
                                  f"rotated order per level ({len(self.ball_sizes)}), the tree has "
                                  f"{len(tree.rotated)}: build it with rotate=model.rotate")
+            rotate = self.rotate if self.uses_rotation else None
+            tree.check_build(self.ball_sizes, self.strides, self.padding, rotate,
+                             fix=tree_fix(self.tree_config, rotate, from_data))
+            tree.check_positions(pos)
         if self.training and self._has_batch_norm:
             # BatchNorm takes batch statistics in training, which need two rows per channel; pooling
             # by the strides leaves the coarsest level the fewest rows of any BatchNorm's input
@@ -374,13 +381,14 @@ class Erwin(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: Union[Tensor, BaseData], pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,
                 edge_index: Optional[Tensor] = None, tree: Optional[BallTree] = None):
+        from_data = False
         if isinstance(x, BaseData):
             data = x
             x, pos, batch = data.x, data.pos, getattr(data, "batch", None)
             edge_index = getattr(data, "edge_index", None)
-            if tree is None and getattr(data, "tree_index", None) is not None:
-                tree = BallTree.from_data(data, **self.tree_config)
-        self._check_inputs(x, pos, batch, edge_index, tree)
+            if tree is None and has_tree_attributes(data):
+                tree, from_data = BallTree.from_data(data), True
+        self._check_inputs(x, pos, batch, edge_index, tree, from_data)
         pos = pos.to(torch.promote_types(pos.dtype, torch.float32))  # geometry in float32 at least
         if tree is None:
             tree = self.build_tree(pos, batch)
@@ -414,8 +422,9 @@ class Erwin(nn.Module):
                 skips.append(h)
                 h, centres = self.pool[level](h, level_pos[level])
                 level_pos.append(centres)
-        if not self.decode:
-            return h, tree.slot_batch(levels - 1)
+        if not self.decode:  # the coarsest level's slots that hold nodes, not padding only
+            keep = tree.level_mask(levels - 1)
+            return h[keep], tree.slot_batch(levels - 1)[keep]
         for level in reversed(range(levels - 1)):
             h = self.unpool[level](h, level_pos[level + 1], skips[level], level_pos[level])
             h = stage(self.decoder[level], h, level)

@@ -15,8 +15,9 @@ from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv
 from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
+from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
-from torch_geometric_erwin.tree.ball_tree import PADDINGS
+from torch_geometric_erwin.tree.ball_tree import PADDINGS, has_tree_attributes, tree_fix
 from torch_geometric_erwin.tree.validation import check_model_inputs
 
 #: Table 3 of the NSA paper; omitted values follow the reference code's effective settings
@@ -55,7 +56,7 @@ class ErwinNSABlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class ErwinNSA(nn.Module):
+class ErwinNSA(Configurable, nn.Module):
     r"""Erwin NSA (Lapautre et al. 2025, Sec. 4.1, Fig. 1).
 
     .. math::
@@ -155,7 +156,7 @@ class ErwinNSA(nn.Module):
 
     @torch.compiler.disable
     def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
-                      tree: Optional[BallTree]) -> None:
+                      tree: Optional[BallTree], from_data: bool = False) -> None:
         node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
                                       self.embedding.lin.weight.dtype)
         if tree is None:
@@ -171,16 +172,20 @@ class ErwinNSA(nn.Module):
         if self.rotate and self.depth > 1 and not tree.rotated:
             raise ValueError("the model alternates with a rotated tree (rotate != 0) but tree has no rotated "
                              "order: build it with rotate=model.rotate (RotatedTreeTransform)")
+        rotate = self.rotate if self.rotate and self.depth > 1 else None
+        tree.check_build(**self.tree_config, rotate=rotate, fix=tree_fix(self.tree_config, rotate, from_data))
+        tree.check_positions(pos)
 
     def forward(self, x, pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,
                 edge_index: Optional[Tensor] = None, tree: Optional[BallTree] = None) -> Tensor:
+        from_data = False
         if pos is None and hasattr(x, "pos"):
             data = x
             x, pos, batch = data.x, data.pos, getattr(data, "batch", None)
             edge_index = getattr(data, "edge_index", None)
-            if tree is None and getattr(data, "tree_index", None) is not None:
-                tree = BallTree.from_data(data, **self.tree_config)
-        self._check_inputs(x, pos, batch, edge_index, tree)
+            if tree is None and has_tree_attributes(data):
+                tree, from_data = BallTree.from_data(data), True
+        self._check_inputs(x, pos, batch, edge_index, tree, from_data)
         pos = pos.to(torch.promote_types(pos.dtype, torch.float32))  # geometry in float32 at least
         if tree is None:
             tree = self.build_tree(pos, batch)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
+from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree.validation import check_edge_index, check_tensor
 
 
@@ -88,7 +89,7 @@ class InteractionLayer(MessagePassing):
         return f"{self.__class__.__name__}({self.channels}, aggr={self.aggr})"
 
 
-class MPNN(nn.Module):
+class MPNN(Configurable, nn.Module):
     r"""Message-passing baseline used in the Erwin paper's comparisons.
 
     Node features are embedded by a linear layer with GELU, edges by one on the relative position
