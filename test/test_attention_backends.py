@@ -46,8 +46,9 @@ def direct(attention, x, pos, key_mask):
     outs = []
     for ball in range(x.shape[0] // m):
         rows = slice(ball * m, (ball + 1) * m)
-        p = pos[rows].double()
-        rel = p - p.mean(0)
+        p, real = pos[rows].double(), key_mask[rows]
+        # eq. 9's centre over the ball's real points (all slots when it holds padding only)
+        rel = p - (p[real].mean(0) if real.any() else p.mean(0))
         xb = x[rows].double() + rel @ weights["pos_proj.weight"].T + weights["pos_proj.bias"]
         qkv = (xb @ weights["qkv.weight"].T + weights["qkv.bias"]).view(m, h, e, 3)
         q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]
