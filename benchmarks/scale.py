@@ -101,7 +101,7 @@ def make_case(stage: str, n: int, reference_path: Optional[str]) -> Callable[[],
             return model(x, pos, batch, edge_index, tree_idx=tree.index, tree_mask=tree.mask,
                          tree_idx_rot=list(tree.rotated))
     else:
-        model = Erwin.from_preset(PRESET, **({"checkpointing": "block"} if stage == "train-ckpt" else {}))
+        model = Erwin.from_preset(PRESET, **({"activation_checkpointing": True} if stage == "train-ckpt" else {}))
 
         def call():
             return model(x, pos)
