@@ -32,22 +32,22 @@ def assert_close(actual, expected, what, tolerance):
     assert error < bound, f"{what}: error {error:.2e} over {bound:.2e}"
 
 
-def train_step(model, *args, **kwargs):
+def train_step(model, *args):
     """Output and parameter gradients of one forward+backward pass (sum of squares)."""
     model.zero_grad(set_to_none=True)
-    out = model(*args, **kwargs)
+    out = model(*args)
     out = out[0] if isinstance(out, tuple) else out
     out.square().sum().backward()
     return out.detach(), {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-def compare_training(make, args, device, backend, tolerance=LAYER_TOLERANCE, kwargs=None):
-    kwargs = kwargs or {}
-    reference = set_attention_backend(make().double(), "math")
-    expected, expected_grads = train_step(reference, *args, **kwargs)
-    model = set_attention_backend(make().to(device), backend)
+def compare_training(case, device, backend):
+    """``case()`` returns a freshly seeded module, its float64 inputs and the tolerance."""
+    reference, args, tolerance = case()
+    expected, expected_grads = train_step(set_attention_backend(reference.double(), "math"), *args)
+    model = set_attention_backend(case()[0].to(device), backend)
     on_device = [a.to(device=device, dtype=torch.float32 if a.is_floating_point() else a.dtype) for a in args]
-    out, grads = train_step(model, *on_device, **{k: v.to(device) for k, v in kwargs.items()})
+    out, grads = train_step(model, *on_device)
     assert out.device.type == device.type
     assert_close(out, expected, "output", tolerance)
     assert grads.keys() == expected_grads.keys()
@@ -55,46 +55,34 @@ def compare_training(make, args, device, backend, tolerance=LAYER_TOLERANCE, kwa
         assert_close(grad, expected_grads[name], f"gradient of {name}", tolerance)
 
 
-@pytest.mark.parametrize("backend", ["auto", "sdpa", "math", "flex"])
-def test_ball_attention(device, backend):
-    if backend not in backends(device):
-        pytest.skip(f"backend {backend!r} does not train on {device}")
-
-    def make():
-        torch.manual_seed(0)
-        return BallAttention(64, 4, 16)
-
+def ball_attention_case():
+    torch.manual_seed(0)
     x, pos, _ = clouds((64,), features=64)
     key_mask = torch.ones(64, dtype=torch.bool)
     key_mask[10:16] = False
-    compare_training(make, (x, pos, key_mask), device, backend)
+    return BallAttention(64, 4, 16), (x, pos, key_mask), LAYER_TOLERANCE
 
 
-@pytest.mark.parametrize("backend", ["auto", "sdpa", "flex"])
-def test_erwin_block(device, backend):
-    if backend not in backends(device):
-        pytest.skip(f"backend {backend!r} does not train on {device}")
-
-    def make():
-        torch.manual_seed(0)
-        return ErwinBlock(32, 2, 16)
-
+def erwin_block_case():
+    torch.manual_seed(0)
     x, pos, _ = clouds((64,), features=32)
     permutation = torch.randperm(64, generator=torch.Generator().manual_seed(1))
-    compare_training(make, (x, pos, permutation), device, backend)
+    return ErwinBlock(32, 2, 16), (x, pos, permutation), LAYER_TOLERANCE
 
 
-@pytest.mark.parametrize("backend", ["auto", "sdpa", "flex"])
-def test_erwin_forward_backward(device, backend):
+def erwin_case():
+    torch.manual_seed(0)
+    model = Erwin(4, [32, 64], [16, 16], [2, 4], [1, 1], [2], [1], [2], rotate=45.0, mp_steps=1)
+    return model, clouds(), MODEL_TOLERANCE
+
+
+@pytest.mark.parametrize("backend", ["auto", "sdpa", "math", "flex"])
+@pytest.mark.parametrize("case", [ball_attention_case, erwin_block_case, erwin_case],
+                         ids=["ball_attention", "erwin_block", "erwin"])
+def test_forward_backward(device, case, backend):
     if backend not in backends(device):
         pytest.skip(f"backend {backend!r} does not train on {device}")
-
-    def make():
-        torch.manual_seed(0)
-        return Erwin(4, [32, 64], [16, 16], [2, 4], [1, 1], [2], [1], [2], rotate=45.0, mp_steps=1)
-
-    x, pos, batch = clouds()
-    compare_training(make, (x, pos, batch), device, backend, MODEL_TOLERANCE)
+    compare_training(case, device, backend)
 
 
 def test_erwin_nsa_forward(device):
