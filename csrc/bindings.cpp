@@ -211,23 +211,60 @@ static AttentionShape attention_shape(const std::vector<const FloatArray*>& like
   return s;
 }
 
-// Calls kernel(std::integral_constant<int, W>) for the W of Widths that equals width (the widths a
-// kernel is compiled for); throws `unsupported` if none does.
-template <int... Widths, class Kernel>
-static void with_width(int64_t width, const char* unsupported, Kernel&& kernel) {
-  const bool found = ((width == Widths && (kernel(std::integral_constant<int, Widths>{}), true)) || ...);
-  if (!found) throw std::invalid_argument(unsupported);
-}
+// The widths a kernel is compiled for. dispatch calls kernel(std::integral_constant<int, W>) for
+// the W that equals width and throws, naming them, if none does; values() feeds capabilities().
+template <int... Widths>
+struct CompiledWidths {
+  static std::vector<int> values() { return {Widths...}; }
+
+  template <class Kernel>
+  static void dispatch(int64_t width, const char* what, Kernel&& kernel) {
+    const bool found = ((width == Widths && (kernel(std::integral_constant<int, Widths>{}), true)) || ...);
+    if (!found) {
+      std::string message = std::string(what) + " must be one of";
+      for (int value : values()) message += " " + std::to_string(value);
+      throw std::invalid_argument(message + ", got " + std::to_string(width));
+    }
+  }
+};
 
 // The head widths E of the attention kernels and the channel counts C of the edge-message kernels.
+using HeadWidths = CompiledWidths<4, 8, 16, 32, 64>;
+using EdgeChannels = CompiledWidths<16, 32, 64, 128, 256>;
+constexpr int kMaxEdgeDimensions = 4;
+
 template <class Kernel>
 static void with_head_width(int64_t head_width, Kernel&& kernel) {
-  with_width<4, 8, 16, 32, 64>(head_width, "ball attention: head width must be 4, 8, 16, 32 or 64", kernel);
+  HeadWidths::dispatch(head_width, "ball attention: head width", kernel);
 }
 
 template <class Kernel>
 static void with_channels(int64_t channels, Kernel&& kernel) {
-  with_width<16, 32, 64, 128, 256>(channels, "edge messages: channels must be 16, 32, 64, 128 or 256", kernel);
+  EdgeChannels::dispatch(channels, "edge messages: channels", kernel);
+}
+
+// What each kernel of this build accepts, read by torch_geometric_erwin.ops instead of copies of
+// these constants in Python.
+static py::dict capabilities() {
+  py::dict table, attention, edges;
+  attention["head_widths"] = HeadWidths::values();
+  attention["ball_size_multiple"] = erwin::kRows;
+  attention["dtypes"] = std::vector<std::string>{"float32"};
+  edges["channels"] = EdgeChannels::values();
+  edges["max_dimensions"] = kMaxEdgeDimensions;
+  edges["dtypes"] = std::vector<std::string>{"float32"};
+  table["ball_attention"] = attention;
+  table["edge_messages"] = edges;
+  table["rms_norm"] = py::dict(py::arg("dtypes") = std::vector<std::string>{"float32"});
+  table["swiglu"] = py::dict(py::arg("dtypes") = std::vector<std::string>{"float32"});
+  table["tree"] = py::dict(py::arg("dtypes") = std::vector<std::string>{"float32", "float64"});
+  table["neighbour_search"] = py::dict(py::arg("dtypes") = std::vector<std::string>{"float32", "float64"});
+#ifdef _OPENMP
+  table["openmp"] = true;
+#else
+  table["openmp"] = false;
+#endif
+  return table;
 }
 
 static const uint8_t* data_or_null(const std::optional<MaskArray>& hidden) {
@@ -287,7 +324,7 @@ static erwin::EdgeLayer edge_layer(const FloatArray& per_source, const FloatArra
   }
   const int64_t nodes = per_source.shape(0), channels = per_source.shape(1), dims = offset_weight.shape(0);
   if (per_target.size() != nodes * channels || offset_weight.shape(1) != channels || gamma.size() != channels ||
-      beta.size() != channels || dims < 1 || dims > 4) {
+      beta.size() != channels || dims < 1 || dims > kMaxEdgeDimensions) {
     throw std::invalid_argument("edge messages: inconsistent shapes (or more than 4 dimensions)");
   }
   return {per_source.data(), per_target.data(), offset_weight.data(), gamma.data(), beta.data(), nodes, dims, eps};
@@ -381,6 +418,8 @@ static void swiglu_backward(const FloatArray& gate_value, const FloatArray& grad
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "C++/OpenMP ball-tree engine of torch_geometric_erwin";
+  m.def("capabilities", &capabilities, "What each kernel of this build accepts (widths, dtypes) and whether "
+        "it has OpenMP.");
   m.def("partition", &partition, py::arg("pos"), py::arg("node_ptr"), py::arg("slot_ptr"),
         py::arg("block_size"),
         "Ball-tree slot assignment of a ragged batch (pos float32 or float64, any strides): "

@@ -6,9 +6,9 @@ import torch
 from torch_geometric_erwin.nn import BallAttention, BallGeometry, Erwin, ErwinBlock, attention_backend, set_attention_backend
 from torch_geometric_erwin.nn.ball_attention import (ATTENTION_BACKENDS, _math_attention, flex_score_mod,
                                                      flex_supported)
-from torch_geometric_erwin.nn.cpu_path import _C
+from torch_geometric_erwin import ops
 
-needs_extension = pytest.mark.skipif(_C is None, reason="the C++ extension is not built")
+needs_extension = pytest.mark.skipif(not ops.available("ball_attention"), reason="the C++ extension is not built")
 
 # bfloat16 keeps 8 bits of mantissa: every product, sum and softmax input rounds at up to 2**-8
 # relative, and the layer's outputs come out within 2e-2 of their largest magnitude of the same
@@ -38,8 +38,8 @@ def inputs(dtype=torch.float64, channels=16, ball_size=8, balls=5, seed=1):
 
 
 def direct(attention, x, pos, key_mask):
-    """Eqs. 8-10 ball by ball, from the layer's weights (the projection's reference ``(h e three)``
-    column order), in float64."""
+    """Eqs. 8-10 ball by ball, from the layer's weights (the projection's ``(three h e)`` column
+    order), in float64."""
     m, h = attention.ball_size, attention.num_heads
     e = attention.channels // h
     weights = {name: t.detach().double() for name, t in attention.state_dict().items()}
@@ -50,8 +50,8 @@ def direct(attention, x, pos, key_mask):
         # eq. 9's centre over the ball's real points (all slots when it holds padding only)
         rel = p - (p[real].mean(0) if real.any() else p.mean(0))
         xb = x[rows].double() + rel @ weights["pos_proj.weight"].T + weights["pos_proj.bias"]
-        qkv = (xb @ weights["qkv.weight"].T + weights["qkv.bias"]).view(m, h, e, 3)
-        q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]
+        qkv = (xb @ weights["in_proj.weight"].T + weights["in_proj.bias"]).view(m, 3, h, e)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
         distance = (rel[:, None] - rel[None]).norm(dim=-1)
         hidden = ~key_mask[rows] if not (~key_mask[rows]).all() else torch.zeros(m, dtype=torch.bool)
         heads = []
@@ -177,7 +177,7 @@ def test_bfloat16_within_documented_tolerance(backend):
 def test_auto_keeps_cpu_choices_and_picks_flex_elsewhere():
     attention = layer(torch.float32)
     qkv = torch.randn(40, 48)
-    assert attention.backend_for(qkv) == ("kernel" if _C is not None else "blocked")
+    assert attention.backend_for(qkv) == ("kernel" if ops.available("ball_attention") else "blocked")
     attention.double()
     assert attention.backend_for(qkv.double()) == "blocked"
     with torch.no_grad():

@@ -5,9 +5,11 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
+from einops import rearrange
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from torch_geometric_erwin import ops
 from torch_geometric_erwin.nn import Erwin, knn_graph
 from torch_geometric_erwin.nn import ball_attention
 from torch_geometric_erwin.nn.ball_attention import BallGeometry
@@ -59,17 +61,17 @@ def assert_same_step(a, b, atol, rtol=0.0):
 
 
 class CallCounter:
-    """Counts calls of the forward pass of autograd Functions (patched on the class)."""
+    """Counts calls of callables, each given as ``label=(owner, attribute name)`` (patched on the owner)."""
 
-    def __init__(self, monkeypatch, *functions):
-        self.counts = {f.__name__: 0 for f in functions}
-        for function in functions:
-            original = function.forward
+    def __init__(self, monkeypatch, **callables):
+        self.counts = {label: 0 for label in callables}
+        for label, (owner, name) in callables.items():
+            original = getattr(owner, name)
 
-            def counted(ctx, *args, _original=original, _name=function.__name__):
-                self.counts[_name] += 1
-                return _original(ctx, *args)
-            monkeypatch.setattr(function, "forward", staticmethod(counted))
+            def counted(*args, _original=original, _label=label):
+                self.counts[_label] += 1
+                return _original(*args)
+            monkeypatch.setattr(owner, name, counted)
 
 
 @pytest.mark.parametrize("kind", ["erwin", "erwin-nsa"])
@@ -77,13 +79,13 @@ def test_float64_gradients_equal_the_plain_model(kind, monkeypatch):
     plain, checkpointed = models(kind, torch.float64)
     data = inputs(torch.float64)
     expected = step(plain, *data)
-    counter = CallCounter(monkeypatch, ball_attention._BallAttentionFunction)
+    counter = CallCounter(monkeypatch, blocked=(ball_attention._BallAttentionFunction, "apply"))
     got = step(checkpointed, *data)
     assert_same_step(expected, got, atol=1e-10)
     if kind == "erwin":
         blocks = sum(ERWIN["enc_depths"]) + sum(ERWIN["dec_depths"])
         # every block ran twice: in the forward pass and again in the backward pass
-        assert counter.counts["_BallAttentionFunction"] == 2 * blocks
+        assert counter.counts["blocked"] == 2 * blocks
         # BatchNorm, outside the checkpoints, updated its statistics once
         for a, b in zip(plain.buffers(), checkpointed.buffers()):
             assert torch.equal(a, b)
@@ -91,17 +93,17 @@ def test_float64_gradients_equal_the_plain_model(kind, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["erwin", "erwin-nsa"])
 def test_float32_kernel_paths_give_the_plain_gradients(kind, monkeypatch):
-    if ball_attention._C is None:
+    if not ops.available("ball_attention", torch.float32):
         pytest.skip("the C++ extension is not built")
     plain, checkpointed = models(kind, torch.float32)
     data = inputs(torch.float32)
     expected = step(plain, *data)
-    counter = CallCounter(monkeypatch, ball_attention._KernelBallAttentionFunction,
-                          ball_attention._BallAttentionFunction)
+    counter = CallCounter(monkeypatch, kernel=(ops, "ball_attention"),
+                          blocked=(ball_attention._BallAttentionFunction, "apply"))
     got = step(checkpointed, *data)
     assert_same_step(expected, got, atol=1e-5, rtol=1e-5)
     blocks = (sum(ERWIN["enc_depths"]) + sum(ERWIN["dec_depths"])) if kind == "erwin" else NSA["depth"]
-    assert counter.counts == {"_KernelBallAttentionFunction": 2 * blocks, "_BallAttentionFunction": 0}
+    assert counter.counts == {"kernel": 2 * blocks, "blocked": 0}
 
 
 def test_bf16_autocast_matches_the_plain_model_under_autocast():
@@ -227,30 +229,43 @@ def test_option_in_constructors_presets_and_repr():
 def to_reference_keys(model):
     """The state dict of ``model`` under the reference ErwinTransformer's names."""
     last = len(model.ball_sizes) - 1
-    parts = {"attention.pos_proj": "BMSA.pe_proj", "attention.qkv": "BMSA.qkv", "attention.proj": "BMSA.proj",
+    parts = {"attention.pos_proj": "BMSA.pe_proj", "attention.in_proj": "BMSA.qkv", "attention.proj": "BMSA.proj",
              "attention.sigma": "BMSA.sigma_att", "mlp": "swiglu"}
     out = {}
     for key, value in model.state_dict().items():
-        head, _, rest = key.partition(".")
-        if head == "embedding":
-            sub, _, tail = rest.partition(".")
-            key = {"lin": "embed.embed_fn", "messages": "embed.mpnn.message_fns",
-                   "updates": "embed.mpnn.update_fns"}[sub] + "." + tail
-        elif head == "pool":
-            level, _, tail = rest.partition(".")
-            key = f"encoder.{level}.pool.{tail}"
-        elif head == "unpool":
-            level, _, tail = rest.partition(".")
-            key = f"decoder.{last - 1 - int(level)}.unpool.{tail}"
-        elif head == "decoder":
-            level, _, tail = rest.partition(".")
-            key = f"decoder.{last - 1 - int(level)}.{tail}"
-        elif head == "encoder" and rest.startswith(f"{last}."):
-            key = "bottleneck." + rest.partition(".")[2]
-        for new, old in parts.items():
-            key = key.replace(f".{new}", f".{old}")
-        out[key] = value
+        if ".in_proj." in key:
+            # the reference interleaves the projection's rows as (h e three)
+            heads = model.get_submodule(key.rpartition(".in_proj.")[0]).num_heads
+            value = rearrange(value, "(three h e) ... -> (h e three) ...", three=3, h=heads)
+        if ".mlp.w12." in key:
+            w1, w2 = value.chunk(2)
+            out[_reference_key(key.replace("w12", "w1"), parts, last)] = w1
+            key, value = key.replace("w12", "w2"), w2
+        out[_reference_key(key, parts, last)] = value
     return out
+
+
+def _reference_key(key, parts, last):
+    """``key`` of our state dict under the reference's name."""
+    head, _, rest = key.partition(".")
+    if head == "embedding":
+        sub, _, tail = rest.partition(".")
+        key = {"lin": "embed.embed_fn", "messages": "embed.mpnn.message_fns",
+               "updates": "embed.mpnn.update_fns"}[sub] + "." + tail
+    elif head == "pool":
+        level, _, tail = rest.partition(".")
+        key = f"encoder.{level}.pool.{tail}"
+    elif head == "unpool":
+        level, _, tail = rest.partition(".")
+        key = f"decoder.{last - 1 - int(level)}.unpool.{tail}"
+    elif head == "decoder":
+        level, _, tail = rest.partition(".")
+        key = f"decoder.{last - 1 - int(level)}.{tail}"
+    elif head == "encoder" and rest.startswith(f"{last}."):
+        key = "bottleneck." + rest.partition(".")[2]
+    for new, old in parts.items():
+        key = key.replace(f".{new}", f".{old}")
+    return key
 
 
 def test_from_reference_takes_the_option():

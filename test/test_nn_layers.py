@@ -5,7 +5,9 @@ import pytest
 import torch
 from einops import rearrange
 
-from torch_geometric_erwin.nn import ball_attention, cpu_path, embedding, rms_norm, swiglu
+from torch_geometric_erwin import ops
+from torch_geometric_erwin.nn import ball_attention, embedding
+from torch_geometric_erwin.ops import _extension, feed_forward as swiglu_ops
 from torch_geometric_erwin.nn import (BallAttention, BallGeometry, BallPooling, BallUnpooling, ErwinBlock,
                                       ErwinEmbedding, RMSNorm, SwiGLU, knn_graph, radius_graph)
 
@@ -20,10 +22,10 @@ def dense_ball_attention(layer, x, pos, key_mask=None):
         visible = key_mask[start:start + m] if key_mask is not None else torch.ones(m, dtype=torch.bool)
         centre = p[visible].mean(0) if visible.any() else p.mean(0)
         h = x[start:start + m] + layer.pos_proj(p - centre)
-        qkv = layer.qkv(h).view(m, heads, -1, 3)
+        qkv = layer.in_proj(h).view(m, 3, heads, -1)
         heads_out = []
         for head in range(heads):
-            q, k, v = qkv[:, head, :, 0], qkv[:, head, :, 1], qkv[:, head, :, 2]
+            q, k, v = qkv[:, 0, head], qkv[:, 1, head], qkv[:, 2, head]
             dist = ((p[:, None] - p[None]) ** 2).sum(-1).sqrt()
             logits = q @ k.T / math.sqrt(q.shape[1]) + layer.sigma[head] * dist
             if key_mask is not None and key_mask[start:start + m].any():
@@ -85,13 +87,13 @@ def test_ball_attention_training_path_matches_autograd_of_the_equations(monkeypa
         xs = x.clone().requires_grad_()
         out = forward(xs)
         (out * weights).sum().backward()
-        grads.append((out.detach(), xs.grad, layer.sigma.grad.clone(), layer.qkv.weight.grad.clone()))
+        grads.append((out.detach(), xs.grad, layer.sigma.grad.clone(), layer.in_proj.weight.grad.clone()))
     assert len(calls) == 2  # the layer took the written-out path, forward and backward
     for ours, dense in zip(*grads):
         torch.testing.assert_close(ours, dense)
 
 
-needs_kernels = pytest.mark.skipif(ball_attention._C is None, reason="C++ extension not built")
+needs_kernels = pytest.mark.skipif(not ops.available("ball_attention"), reason="C++ extension not built")
 
 
 def random_attention_inputs(balls, heads, ball_size, head_width, dtype=torch.float32, seed=0):
@@ -114,7 +116,7 @@ class SlabKernels:
     @staticmethod
     def apply(q, k, v, sigma, distance, hidden):
         qkv = rearrange(torch.stack([q, k, v]), "three n h m e -> (n m) (three h e)")
-        out = ball_attention._KernelBallAttentionFunction.apply(qkv, sigma, distance, hidden)
+        out, _ = ops.ball_attention(qkv, sigma, distance, hidden)
         return rearrange(out, "(n m) (h e) -> n h m e", m=q.shape[2], h=q.shape[1])
 
 
@@ -127,7 +129,7 @@ def attention_values_and_gradients(function, inputs, grad_out):
 
 
 @needs_kernels
-@pytest.mark.parametrize("head_width", ball_attention.KERNEL_HEAD_WIDTHS)
+@pytest.mark.parametrize("head_width", ops.capabilities().get("ball_attention", {}).get("head_widths", []))
 @pytest.mark.parametrize("ball_size", [4, 32])
 def test_ball_attention_kernels_match_the_pytorch_path_in_float64(head_width, ball_size):
     """The C++ kernels' outputs and gradients (q, k, v, sigma; hidden keys, and a ball that hides all
@@ -172,10 +174,10 @@ def test_ball_attention_kernels_do_not_depend_on_the_thread_count_and_keep_extre
 @needs_kernels
 def test_ball_attention_takes_the_kernels_where_they_apply(monkeypatch):
     calls = []
-    for name in ("_KernelBallAttentionFunction", "_BallAttentionFunction"):
-        function = getattr(ball_attention, name)
-        monkeypatch.setattr(function, "apply", lambda *args, name=name, apply=function.apply: calls.append(name)
-                            or apply(*args))
+    for name, (owner, attribute) in {"kernel": (ops, "ball_attention"),
+                                     "blocked": (ball_attention._BallAttentionFunction, "apply")}.items():
+        monkeypatch.setattr(owner, attribute, lambda *args, name=name, apply=getattr(owner, attribute):
+                            calls.append(name) or apply(*args))
     x, pos = torch.randn(16, 12), torch.randn(16, 3)
     for heads, dtype, grad in ((3, torch.float32, False), (3, torch.float32, True), (2, torch.float32, True),
                                (3, torch.float64, True)):
@@ -183,10 +185,9 @@ def test_ball_attention_takes_the_kernels_where_they_apply(monkeypatch):
         with torch.set_grad_enabled(grad):
             layer(x.to(dtype), pos.to(dtype))
     # head width 4 (12 / 3) in float32, with and without autograd; width 6 and float64 are PyTorch's
-    assert calls == ["_KernelBallAttentionFunction", "_KernelBallAttentionFunction", "_BallAttentionFunction",
-                     "_BallAttentionFunction"]
+    assert calls == ["kernel", "kernel", "blocked", "blocked"]
     with pytest.raises(ValueError, match="head width"):
-        ball_attention._C.ball_attention_forward(*cpu_path.arrays(
+        _extension.extension().ball_attention_forward(*_extension.arrays(
             torch.empty(4, 18), torch.ones(1), torch.zeros(1, 4, 4), None, torch.empty(4, 6), torch.empty(1, 1, 4)), 1)
 
 
@@ -263,7 +264,10 @@ def test_erwin_block_on_a_permutation_returns_the_original_order():
 
 
 def swiglu_equation(layer, x):
-    return layer.w3(layer.w2(x) * (layer.w1(x) * torch.sigmoid(layer.w1(x))))
+    w1, w2 = layer.w12.weight.chunk(2)
+    b1, b2 = layer.w12.bias.chunk(2)
+    gate = torch.nn.functional.linear(x, w1, b1)
+    return layer.w3(torch.nn.functional.linear(x, w2, b2) * (gate * torch.sigmoid(gate)))
 
 
 def test_swiglu():
@@ -282,9 +286,9 @@ def test_swiglu_cpu_path_matches_autograd_of_the_equation(monkeypatch, block_byt
     block, blocks of 3 rows and 2 left over, or all rows at once, with its own backward pass)
     gives the outputs and every gradient of autograd through the equation, for inputs with
     leading batch dimensions, with and without autograd."""
-    monkeypatch.setattr(swiglu, "_BLOCK_BYTES", block_bytes)
-    calls, row_blocks = [], swiglu._row_blocks
-    monkeypatch.setattr(swiglu, "_row_blocks", lambda *args: calls.append(args) or row_blocks(*args))
+    monkeypatch.setattr(swiglu_ops, "BLOCK_BYTES", block_bytes)
+    calls, row_blocks = [], swiglu_ops._row_blocks
+    monkeypatch.setattr(swiglu_ops, "_row_blocks", lambda *args: calls.append(args) or row_blocks(*args))
     torch.manual_seed(5)
     layer = SwiGLU(6, 10).double()
     for parameter in layer.parameters():
@@ -302,17 +306,16 @@ def test_swiglu_cpu_path_matches_autograd_of_the_equation(monkeypatch, block_byt
     assert len(calls) == 3  # the layer took the CPU path: forward, backward, forward without autograd
     for ours, equation in zip(*results):
         torch.testing.assert_close(ours, equation)
-    torch.autograd.gradcheck(swiglu._SwiGLUFunction.apply, (
-        x[0].clone().requires_grad_(), torch.cat([layer.w1.weight, layer.w2.weight]).detach().requires_grad_(),
-        torch.cat([layer.w1.bias, layer.w2.bias]).detach().requires_grad_(),
-        layer.w3.weight.detach().clone().requires_grad_(), layer.w3.bias.detach().clone().requires_grad_()))
+    torch.autograd.gradcheck(lambda *args: ops.swiglu_train(*args)[0], tuple(
+        t.detach().clone().requires_grad_() for t in (x[0], layer.w12.weight, layer.w12.bias, layer.w3.weight,
+                                                      layer.w3.bias)))
 
 
 @needs_kernels
 def test_swiglu_fused_backward_kernel_matches_float64(monkeypatch):
     """The float32 backward pass with the fused elementwise kernel (csrc/swiglu.h) against the float64
     PyTorch path, for gates far in both tails (sigmoid from exp(-|g|) keeps them finite)."""
-    calls, kernels = [], swiglu._C
+    calls, kernels = [], _extension.extension()
 
     class CountingKernels:
         @staticmethod
@@ -320,11 +323,11 @@ def test_swiglu_fused_backward_kernel_matches_float64(monkeypatch):
             calls.append(1)
             return kernels.swiglu_backward(*args)
 
-    monkeypatch.setattr(swiglu, "_C", CountingKernels)
+    monkeypatch.setattr(swiglu_ops, "extension", lambda: CountingKernels)
     torch.manual_seed(6)
     layer = SwiGLU(8, 24)
     with torch.no_grad():
-        layer.w1.weight.mul_(20)  # gate pre-activations up to about +-60
+        layer.w12.weight[:24].mul_(20)  # gate pre-activations up to about +-60
     exact = SwiGLU(8, 24).double()
     exact.load_state_dict(layer.state_dict())
     x, weights = torch.randn(40, 8), torch.randn(40, 8, dtype=torch.float64)
@@ -346,8 +349,8 @@ def test_rms_norm_kernels_match_torch_in_float64(shape, monkeypatch):
     gradients of x and of the weight, with leading dimensions, a width that is no multiple of the
     vector width, no rows; the same with 1 and 2 threads, bit for bit; state dicts interchange."""
     calls = []
-    apply = rms_norm._KernelRMSNormFunction.apply
-    monkeypatch.setattr(rms_norm._KernelRMSNormFunction, "apply", lambda *args: calls.append(1) or apply(*args))
+    apply = ops.rms_norm
+    monkeypatch.setattr(ops, "rms_norm", lambda *args: calls.append(1) or apply(*args))
     torch.manual_seed(10)
     exact = torch.nn.RMSNorm(shape[-1]).double()
     torch.nn.init.normal_(exact.weight)
@@ -487,8 +490,8 @@ def test_embedding_kernels_match_the_pytorch_path_in_float64(channels, dimension
 @needs_kernels
 def test_embedding_kernels_are_taken_where_they_apply(monkeypatch):
     calls = []
-    apply = embedding._KernelEdgeMessagesFunction.apply
-    monkeypatch.setattr(embedding._KernelEdgeMessagesFunction, "apply", lambda *args: calls.append(1) or apply(*args))
+    apply = ops.edge_messages
+    monkeypatch.setattr(ops, "edge_messages", lambda *args: calls.append(1) or apply(*args))
     x, pos = torch.randn(40, 3), torch.randn(40, 3)
     edge_index = knn_graph(pos, 6)
     ErwinEmbedding(3, 8, mp_steps=1)(x, pos, edge_index)  # a width without kernels
@@ -528,7 +531,7 @@ def test_embedding_kernels_do_not_depend_on_the_thread_count():
         for count in (1, 2):
             torch.set_num_threads(count)
             inputs = [t.detach().clone().requires_grad_() for t in (per_source, per_target, offset_weight)]
-            summed = embedding._KernelEdgeMessagesFunction.apply(*inputs, weight, bias, 1e-5, by_target, by_source)
+            summed = ops.edge_messages(*inputs, weight, bias, 1e-5, *by_target, *by_source)
             summed.backward(grad)
             runs.append([summed.detach()] + [t.grad for t in inputs])
     finally:
@@ -544,10 +547,10 @@ def test_embedding_kernel_bindings_reject_out_of_range_edges():
     source, target = torch.tensor([0, 3]), torch.tensor([0, 1])
     ptr = torch.tensor([0, 1, 2, 2])
     with pytest.raises(ValueError, match="out of range"):
-        cpu_path._C.edge_messages_forward(*cpu_path.arrays(*layer), 1e-5, *cpu_path.arrays(
+        _extension.extension().edge_messages_forward(*_extension.arrays(*layer), 1e-5, *_extension.arrays(
             source, target, torch.zeros(2, 3), ptr, torch.empty(3, 16)), 1)
     with pytest.raises(ValueError, match="ptr"):
-        cpu_path._C.edge_messages_forward(*cpu_path.arrays(*layer), 1e-5, *cpu_path.arrays(
+        _extension.extension().edge_messages_forward(*_extension.arrays(*layer), 1e-5, *_extension.arrays(
             target, target, torch.zeros(2, 3), torch.tensor([0, 2, 1, 2]), torch.empty(3, 16)), 1)
 
 

@@ -86,7 +86,7 @@ def test_build_path_helpers_agree_with_their_fallbacks(monkeypatch):
     cases += [(engine.slot_ptr, (ptr, padding, grain)) for ptr in node_ptrs
               for padding in ("pow2", "compact") for grain in (1, 16, 512)]
     compiled = [fn(*args) for fn, args in cases]
-    monkeypatch.setattr(engine, "_C", None)
+    monkeypatch.setattr(engine, "cpp_available", lambda: False)
     for (fn, args), expected in zip(cases, compiled):
         got = fn(*args)
         if isinstance(expected, tuple):

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_cpu_path, takes_kernel_path
+from torch_geometric_erwin import ops
+from torch_geometric_erwin.nn.cpu_path import blocks, takes_cpu_path, takes_kernel_path
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import check_tensor, is_power_of_two
 
@@ -19,9 +20,6 @@ try:
     from torch.nn.attention.flex_attention import flex_attention
 except ImportError:  # torch < 2.5
     flex_attention = None
-
-#: Head widths the C++ kernels (csrc/ball_attention.h) are compiled for.
-KERNEL_HEAD_WIDTHS = (4, 8, 16, 32, 64)
 
 #: Names of the attention backends (see :class:`BallAttention`).
 ATTENTION_BACKENDS = ("auto", "math", "sdpa", "flex", "kernel", "blocked")
@@ -251,37 +249,6 @@ class _BallAttentionFunction(torch.autograd.Function):
         return (*(t.view(n, h, m, e) for t in (grad_q, grad_k, grad_v)), grad_sigma, None, None)
 
 
-class _KernelBallAttentionFunction(torch.autograd.Function):
-    r"""The same attention as :class:`_BallAttentionFunction`, in the C++ kernels of
-    ``csrc/ball_attention.h``: one task per ball and head whose scores live in the caches and are
-    never stored. The forward pass keeps each query row's log-sum-exp and the backward pass forms
-    the probabilities again from it, so that no ``[n, h, m, m]`` tensor is written, kept or read
-    back. The kernels read Q, K, V from the projection's output ``qkv [S, (three h e)]`` and write
-    ``[S, (h e)]`` rows for the output projection (and the gradients in the same layouts), so
-    that no head-major copy of either is made. Inputs: ``qkv``, ``sigma [h]``, ``distance
-    [n, m, m]``, ``hidden [n, 1, 1, m]`` (bool) or None.
-    """
-
-    @staticmethod
-    def forward(ctx, qkv: Tensor, sigma: Tensor, distance: Tensor, hidden: Optional[Tensor]) -> Tensor:
-        n, m, _ = distance.shape
-        qkv, distance = qkv.contiguous(), distance.contiguous()
-        hidden = None if hidden is None else hidden.reshape(n, m).view(torch.uint8)
-        out, lse = qkv.new_empty(n * m, qkv.shape[1] // 3), qkv.new_empty(n, sigma.shape[0], m)
-        _C.ball_attention_forward(*arrays(qkv, sigma, distance, hidden, out, lse), torch.get_num_threads())
-        ctx.save_for_backward(qkv, sigma, distance, hidden, out, lse)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor):
-        qkv, sigma, distance, hidden, out, lse = ctx.saved_tensors
-        grad_qkv, grad_sigma_parts = torch.empty_like(qkv), qkv.new_empty(distance.shape[0], sigma.shape[0])
-        _C.ball_attention_backward(*arrays(qkv, sigma, distance, hidden, out, lse, grad_out.contiguous(),
-                                            grad_qkv, grad_sigma_parts), torch.get_num_threads())
-        return grad_qkv, grad_sigma_parts.sum(0), None, None
-
-
 class BallAttention(nn.Module):
     r"""Ball multi-head self-attention (BMSA, Erwin eqs. 8-10).
 
@@ -320,17 +287,19 @@ class BallAttention(nn.Module):
     the :func:`attention_backend` context manager, which overrides every
     layer), all with the distance bias and the same padding semantics:
 
-    * ``"auto"`` (default): on CPU in float32 (outside autocast and
-      ``torch.compile``), with head widths :math:`C / h` of 4, 8, 16, 32 or 64
-      and ``ball_size`` a multiple of 4, ``"kernel"``; other CPU training in
-      float32 or float64 ``"blocked"``; other CPU work ``"sdpa"``. Elsewhere
+    * ``"auto"`` (default): on CPU in float32 (outside autocast), with head
+      widths :math:`C / h` of 4, 8, 16, 32 or 64 and ``ball_size`` a multiple of 4
+      (``ops.capabilities()["ball_attention"]``), ``"kernel"`` (a custom op, kept in
+      ``torch.compile``'s graph); other CPU training in float32 or float64 outside
+      ``torch.compile`` ``"blocked"``; other CPU work ``"sdpa"``. Elsewhere
       (CUDA) ``"flex"`` where :func:`flex_supported`, else ``"sdpa"``.
     * ``"kernel"``: the C++ kernels of ``csrc/ball_attention.h``
-      (:class:`_KernelBallAttentionFunction`: no ``[n, h, m, m]`` tensor is
+      (:func:`torch_geometric_erwin.ops.ball_attention`: no ``[n, h, m, m]`` tensor is
       stored; the backward pass recomputes the probabilities). CPU, float32.
     * ``"blocked"``: a written-out attention in PyTorch with its own backward
       pass, in blocks of balls (:class:`_BallAttentionFunction`; SDPA's CPU
-      fused kernel has no gradient for the bias). CPU, float32 or float64.
+      fused kernel has no gradient for the bias). CPU, float32 or float64,
+      outside ``torch.compile``.
     * ``"flex"``: :func:`~torch.nn.attention.flex_attention.flex_attention`
       with the bias computed from the positions in its ``score_mod``
       (:func:`_flex_ball_attention`): no bias tensor. Compiled outside the CPU;
@@ -342,7 +311,14 @@ class BallAttention(nn.Module):
       differentiated by autograd; any device, the reference for the others.
 
     A backend asked for where it cannot run raises a ``ValueError`` saying why.
+
+    The projection ``in_proj`` holds :math:`W_Q, W_K, W_V` with its rows in ``(three h e)``
+    order, so that every head's Q, K and V are runs of :math:`e` channels that the kernels read in
+    place; state dicts with the reference's ``qkv`` (rows interleaved as ``(h e three)``) load
+    unchanged.
     """
+
+    _version = 2
 
     def __init__(self, channels: int, num_heads: int, ball_size: int, dimensionality: int = 3,
                  backend: str = "auto"):
@@ -359,7 +335,7 @@ class BallAttention(nn.Module):
         self.dimensionality = dimensionality
         self.backend = backend
         self.pos_proj = nn.Linear(dimensionality, channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
+        self.in_proj = nn.Linear(channels, 3 * channels)
         self.proj = nn.Linear(channels, channels)
         self.sigma = nn.Parameter(torch.empty(num_heads))
         self.reset_parameters()
@@ -374,7 +350,7 @@ class BallAttention(nn.Module):
         self._backend = _check_backend(backend)
 
     def reset_parameters(self) -> None:
-        for lin in (self.pos_proj, self.qkv, self.proj):
+        for lin in (self.pos_proj, self.in_proj, self.proj):
             reset_linear(lin)
         with torch.no_grad():
             self.sigma.copy_(-1.0 + 0.01 * torch.randn(self.num_heads))
@@ -397,20 +373,14 @@ class BallAttention(nn.Module):
             raise ValueError(f"geometry describes {geometry.rel_pos.shape[0]} slots in balls of "
                              f"{geometry.ball_size}, but x has {num_slots} and ball_size is {self.ball_size}")
         x = x + self.pos_proj(geometry.rel_pos.to(x.dtype))
-        # the projection's rows in (three h e) order (a tiny copy of the weights), so that every head's
-        # Q, K and V are runs of e channels: the C++ kernels read them in place, the other paths copy
-        # them once into the head-major q, k, v that SDPA and batched GEMMs need (from the reference's
-        # interleaved (h e three) layout that copy would move single channels, 2-7x slower)
-        order = rearrange(torch.arange(3 * self.channels, device=x.device), "(h e three) -> (three h e)",
-                          h=self.num_heads, three=3)
-        qkv = F.linear(x, self.qkv.weight[order], self.qkv.bias[order])
+        qkv = self.in_proj(x)
         hidden = None
         if key_mask is not None:
             hidden = rearrange(~key_mask, "(n m) -> n 1 1 m", m=self.ball_size)
             hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
         backend = self.backend_for(qkv)
         if backend == "kernel":
-            out = _KernelBallAttentionFunction.apply(qkv, self.sigma, geometry.distance.to(qkv.dtype), hidden)
+            out, _ = ops.ball_attention(qkv, self.sigma, geometry.distance.to(qkv.dtype), hidden)
             return self.proj(out)
         q, k, v = rearrange(qkv, "(n m) (three h e) -> three n h m e",
                             m=self.ball_size, h=self.num_heads, three=3).contiguous().unbind(0)
@@ -426,26 +396,41 @@ class BallAttention(nn.Module):
                    else F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
         return self.proj(rearrange(out, "n h m e -> (n m) (h e)"))
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # version 1 (and the reference code) kept the projection as `qkv` with its rows in the
+        # interleaved (h e three) order
+        for name in ("weight", "bias"):
+            old = f"{prefix}qkv.{name}"
+            if old in state_dict:
+                state_dict[f"{prefix}in_proj.{name}"] = rearrange(
+                    state_dict.pop(old), "(h e three) ... -> (three h e) ...", h=self.num_heads, three=3)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def backend_for(self, qkv: Tensor) -> str:
         """The backend that :meth:`forward` runs on the projections ``qkv`` (of the input's device
         and dtype), under the current autocast, compile and grad modes."""
         backend = _backend_override if _backend_override not in (None, "auto") else self.backend
         head_width = self.channels // self.num_heads
-        kernel = (takes_kernel_path(qkv, self.sigma) and self.ball_size % 4 == 0
-                  and head_width in KERNEL_HEAD_WIDTHS)
+        table = ops.capabilities().get("ball_attention", {})
+        kernel = (takes_kernel_path(qkv, self.sigma, "ball_attention")
+                  and self.ball_size % table["ball_size_multiple"] == 0 and head_width in table["head_widths"])
+        blocked = takes_cpu_path(qkv, self.sigma) and not torch.compiler.is_compiling()
         training = torch.is_grad_enabled() and (qkv.requires_grad or self.sigma.requires_grad)
         if backend == "auto":
             if qkv.device.type != "cpu":
                 return "flex" if flex_supported(qkv, head_width, self.ball_size) else "sdpa"
             if kernel:
                 return "kernel"
-            return "blocked" if takes_cpu_path(qkv, self.sigma) and torch.is_grad_enabled() else "sdpa"
+            return "blocked" if blocked and torch.is_grad_enabled() else "sdpa"
         if backend == "kernel" and not kernel:
-            raise ValueError(f"backend='kernel' needs float32 CPU inputs and parameters outside autocast and "
-                             f"torch.compile, the C++ extension built, a ball_size that is a multiple of 4 "
-                             f"(got {self.ball_size}) and a head width in {KERNEL_HEAD_WIDTHS} (got {head_width}), "
-                             f"and got {qkv.dtype} on {qkv.device}: choose another backend")
-        if backend == "blocked" and not takes_cpu_path(qkv, self.sigma):
+            raise ValueError(f"backend='kernel' needs float32 CPU inputs and parameters outside autocast, the C++ "
+                             f"extension built, and a ball_size and head width it is compiled for "
+                             f"(ops.capabilities()['ball_attention']: {table or 'not built'}); got ball_size "
+                             f"{self.ball_size}, head width {head_width} and {qkv.dtype} on {qkv.device}: "
+                             f"choose another backend")
+        if backend == "blocked" and not blocked:
             raise ValueError(f"backend='blocked' needs float32 or float64 CPU inputs and parameters of the same "
                              f"dtype outside autocast and torch.compile, got {qkv.dtype} on {qkv.device}: "
                              f"choose another backend")

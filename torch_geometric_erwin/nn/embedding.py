@@ -4,19 +4,17 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_kernel_path
+from torch_geometric_erwin import ops
+from torch_geometric_erwin.nn.cpu_path import blocks, takes_kernel_path
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import check_edge_index, check_tensor
 
 
 #: Edges per block of the embedding's message computation in PyTorch.
 EDGE_BLOCK = 32768
-#: Widths the C++ message kernels (csrc/edge_messages.h) are compiled for.
-KERNEL_CHANNELS = (16, 32, 64, 128, 256)
 
 
 def _edge_messages(per_source: Tensor, per_target: Tensor, offset_weight: Tensor, act: nn.Module, norm: nn.Module,
@@ -62,47 +60,12 @@ class _EdgeList(NamedTuple):
         """The edges grouped by their source (``by=0``) or target (``by=1``), in their given order within
         a group; graphs from the kNN and radius builders come grouped by target already."""
         key = (source, target)[by]
-        if not bool((key[1:] >= key[:-1]).all()):
+        # a traced graph sorts always: the check reads a value on the host
+        if torch.compiler.is_compiling() or not bool((key[1:] >= key[:-1]).all()):
             order = torch.argsort(key, stable=True)
             source, target, offset, key = source[order], target[order], offset[order], key[order]
-        ptr = F.pad(torch.bincount(key, minlength=num_nodes).cumsum(0), (1, 0))
+        ptr = torch.searchsorted(key, torch.arange(num_nodes + 1, device=key.device))
         return cls(source.contiguous(), target.contiguous(), offset.contiguous(), ptr)
-
-
-class _KernelEdgeMessagesFunction(torch.autograd.Function):
-    r"""The messages of one step summed per target node, :math:`\sum_{j \to i} m_{ij}`, in the C++
-    kernels of ``csrc/edge_messages.h`` (float32 CPU): no ``[E, C]`` tensor is formed; the backward
-    pass forms the messages again. Inputs: the per-node terms ``per_source`` :math:`W_s h` and
-    ``per_target`` :math:`W_t h + b` ``[N, C]``, ``offset_weight`` :math:`W_p^\top` ``[D, C]``, the
-    LayerNorm's ``weight``, ``bias`` and ``eps``, and the edges grouped by target and, with autograd,
-    by source (:class:`_EdgeList`).
-    """
-
-    @staticmethod
-    def forward(ctx, per_source: Tensor, per_target: Tensor, offset_weight: Tensor, weight: Tensor, bias: Tensor,
-                eps: float, by_target: _EdgeList, by_source: Optional[_EdgeList]) -> Tensor:
-        inputs = [t.contiguous() for t in (per_source, per_target, offset_weight, weight, bias)]
-        summed = torch.empty_like(inputs[0])
-        _C.edge_messages_forward(*arrays(*inputs), eps, *arrays(*by_target, summed), torch.get_num_threads())
-        ctx.save_for_backward(*inputs)
-        ctx.eps, ctx.by_target, ctx.by_source = eps, by_target, by_source
-        return summed
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_summed: Tensor):
-        grad_summed = grad_summed.contiguous()
-        (nodes, channels), dims = grad_summed.shape, ctx.by_target.offset.shape[1]
-        grad_per_source, grad_per_target = torch.empty_like(grad_summed), torch.empty_like(grad_summed)
-        grad_parts = grad_summed.new_empty(nodes, (1 + dims) * channels)
-        _C.edge_messages_backward(*arrays(*ctx.saved_tensors), ctx.eps,
-                                  *arrays(*ctx.by_target, *ctx.by_source, grad_summed, grad_per_source,
-                                          grad_per_target, grad_parts), torch.get_num_threads())
-        grad_weight, grad_offset_weight = grad_parts.sum(0).split([channels, dims * channels])
-        # every edge into node i adds grad_summed[i] to the LayerNorm's bias
-        grad_bias = ctx.by_target.ptr.diff().to(grad_summed.dtype) @ grad_summed
-        return (grad_per_source, grad_per_target, grad_offset_weight.view(dims, channels), grad_weight, grad_bias,
-                None, None, None)
 
 
 class ErwinEmbedding(nn.Module):
@@ -127,11 +90,11 @@ class ErwinEmbedding(nn.Module):
     Shapes: ``forward(x [N, F], pos [N, D], edge_index [2, E]?) -> [N, C]``
     (``edge_index`` is required when ``mp_steps > 0``).
 
-    Kernels: on CPU in float32 (outside autocast and ``torch.compile``) with :math:`C` of 16, 32,
-    64, 128 or 256, the messages run the C++ kernels of ``csrc/edge_messages.h``
-    (:class:`_KernelEdgeMessagesFunction`): each target sums its messages in the caches and the
-    backward pass forms them again, so no ``[E, C]`` tensor exists. Elsewhere they run in PyTorch,
-    on CPU in blocks of :data:`EDGE_BLOCK` edges recomputed in the backward pass.
+    Kernels: on CPU in float32 (outside autocast) with a :math:`C` and :math:`D` the kernels are
+    compiled for (``ops.capabilities()["edge_messages"]``), the messages run the op
+    :func:`torch_geometric_erwin.ops.edge_messages`: each target sums its messages in the caches
+    and the backward pass forms them again, so no ``[E, C]`` tensor exists. Elsewhere they run in
+    PyTorch, on CPU in blocks of :data:`EDGE_BLOCK` edges recomputed in the backward pass.
     """
 
     def __init__(self, in_channels: int, channels: int, mp_steps: int = 3, dimensionality: int = 3):
@@ -170,25 +133,32 @@ class ErwinEmbedding(nn.Module):
         source, target = edge_index
         with torch.no_grad():
             offset = (pos[source] - pos[target]).to(h.dtype)
-            in_degree = torch.bincount(target, minlength=h.shape[0]).clamp_(min=1).to(h.dtype).unsqueeze(1)
+            # a scatter into N rows rather than bincount, whose output size depends on the data
+            in_degree = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device).index_add_(
+                0, target, torch.ones_like(target, dtype=h.dtype)).clamp_(min=1).unsqueeze(1)
         c = self.channels
-        kernel = takes_kernel_path(h, self.lin.weight) and c in KERNEL_CHANNELS and self.dimensionality <= 4
-        if kernel:
+        if self._takes_kernel_path(h):
             by_target = _EdgeList.grouped(1, source, target, offset, h.shape[0])
-            by_source = (_EdgeList.grouped(0, *by_target[:3], h.shape[0]) if torch.is_grad_enabled() else None)
+            by_source = (_EdgeList.grouped(0, *by_target[:3], h.shape[0]) if torch.is_grad_enabled()
+                         else _EdgeList(None, None, None, None))
         for messages, update in zip(self.messages, self.updates):
             # W_m [h_j, h_i, p_j - p_i] = (W_s h)_j + (W_t h + b)_i + W_p (p_j - p_i): the two node
             # terms are computed per node and gathered, not multiplied per edge
             lin, _, norm = messages
             per_source = h @ lin.weight[:, :c].t()
             per_target = torch.addmm(lin.bias, h, lin.weight[:, c:2 * c].t())
-            if kernel:
-                summed = _KernelEdgeMessagesFunction.apply(per_source, per_target, lin.weight[:, 2 * c:].t(),
-                                                           norm.weight, norm.bias, norm.eps, by_target, by_source)
+            if self._takes_kernel_path(h):
+                summed = ops.edge_messages(per_source, per_target, lin.weight[:, 2 * c:].t(), norm.weight,
+                                           norm.bias, norm.eps, *by_target, *by_source)
             else:
                 summed = _summed_messages(messages, per_source, per_target, source, target, offset)
             h = h + update(torch.cat([h, summed / in_degree], dim=-1))
         return h
+
+    def _takes_kernel_path(self, h: Tensor) -> bool:
+        table = ops.capabilities().get("edge_messages", {})
+        return (takes_kernel_path(h, self.lin.weight, "edge_messages") and self.channels in table["channels"]
+                and self.dimensionality <= table["max_dimensions"])
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, {self.channels}, mp_steps={self.mp_steps}, "

@@ -6,7 +6,6 @@ warning). Both engines return identical trees.
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import warnings
@@ -16,17 +15,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from torch_geometric_erwin import ops
 from torch_geometric_erwin.tree import torch_engine
 
 ENV_VAR = "TORCH_GEOMETRIC_ERWIN_ENGINE"
+_NOT_BUILT = "the C++ extension is not built (torch_geometric_erwin._C)"
 
-try:
-    _C = importlib.import_module("torch_geometric_erwin._C")
-except ImportError as error:  # no compiler at install time, or a source checkout
-    _C = None
-    _import_error = error
-else:
-    _import_error = None
+
+def cpp_available() -> bool:
+    """Whether the C++ engine is built (:func:`torch_geometric_erwin.ops.available`)."""
+    return ops.available("tree")
 
 
 def _default_engine() -> str:
@@ -35,12 +33,12 @@ def _default_engine() -> str:
         raise ValueError(f"{ENV_VAR} must be 'cpp' or 'torch', got {choice!r}")
     if choice == "torch":
         return "torch"
-    if _C is None:
+    if not cpp_available():
         if choice == "cpp":
-            raise ImportError(f"{ENV_VAR}=cpp but the C++ extension is not built: {_import_error}")
+            raise ImportError(f"{ENV_VAR}=cpp but {_NOT_BUILT}")
         warnings.warn(
-            "torch_geometric_erwin: the C++ ball-tree engine is not built "
-            f"({_import_error}); using the slower pure-PyTorch engine (same results). "
+            "torch_geometric_erwin: the C++ ball-tree engine is not built; "
+            "using the slower pure-PyTorch engine (same results). "
             "Reinstall with a C++ compiler available to build it.", RuntimeWarning, stacklevel=2)
         return "torch"
     return "cpp"
@@ -52,10 +50,6 @@ _ENGINE = _default_engine()
 def engine_name() -> str:
     """The engine :func:`build_ball_tree` uses by default: ``'cpp'`` or ``'torch'``."""
     return _ENGINE
-
-
-def cpp_available() -> bool:
-    return _C is not None
 
 
 def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int,
@@ -83,10 +77,9 @@ def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int,
     """
     engine = engine or _ENGINE
     if engine == "cpp":
-        if _C is None:
-            raise ImportError(f"the C++ ball-tree engine is not built: {_import_error}")
-        index, mask = _C.partition(pos.numpy(force=True), node_ptr.numpy(), slot_ptr.numpy(), int(block_size))
-        return torch.from_numpy(index), torch.from_numpy(mask)
+        if not cpp_available():
+            raise ImportError(f"engine='cpp' but {_NOT_BUILT}")
+        return ops.partition(pos.detach().cpu(), node_ptr, slot_ptr, int(block_size))
     if engine == "torch":
         return torch_engine.partition(pos.detach().cpu().double(), node_ptr, slot_ptr, int(block_size))
     raise ValueError(f"engine must be 'cpp' or 'torch', got {engine!r}")
@@ -98,8 +91,8 @@ def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int,
 
 def all_finite(pos: Tensor) -> bool:
     """Whether a floating tensor has no NaN or Inf entry."""
-    if _C is not None and pos.dtype in (torch.float32, torch.float64) and pos.device.type == "cpu":
-        return _C.all_finite(pos.numpy(force=True))
+    if cpp_available() and pos.dtype in (torch.float32, torch.float64) and pos.device.type == "cpu":
+        return ops.all_finite(pos)
     # A sum is finite only if every entry is (NaN and Inf propagate): one reduction instead of
     # an elementwise mask, and the exact test only where the sum is not finite.
     return math.isfinite(float(pos.detach().sum())) or bool(torch.isfinite(pos).all())
@@ -113,9 +106,8 @@ def batch_ptr(batch: np.ndarray) -> Tuple[int, Optional[Tensor]]:
     """``(BATCH_OK, node_ptr)`` of an int64 batch vector, ``[B + 1]`` with ``B`` its last id plus
     one; or ``(BATCH_NEGATIVE, None)`` if an id is negative, else ``(BATCH_UNSORTED, None)`` if the
     ids are not sorted."""
-    if _C is not None:
-        status, ptr = _C.batch_ptr(batch)
-        return status, None if ptr is None else torch.from_numpy(ptr)
+    if cpp_available():
+        return ops.batch_ptr(batch)
     if batch.size == 0:
         return BATCH_OK, torch.zeros(1, dtype=torch.long)
     unsorted = bool((batch[1:] < batch[:-1]).any())
@@ -130,8 +122,8 @@ def batch_ptr(batch: np.ndarray) -> Tuple[int, Optional[Tensor]]:
 def slot_ptr(node_ptr: Tensor, padding: str, grain: int) -> Tensor:
     """``[B + 1]`` slot offsets: per graph the next power of two (at least ``grain``, a power of
     two) for ``padding='pow2'``, or the next multiple of ``grain``; none for an empty graph."""
-    if _C is not None:
-        return torch.from_numpy(_C.slot_ptr(node_ptr.numpy(), padding == "pow2", grain))
+    if cpp_available():
+        return ops.slot_ptr(node_ptr, padding == "pow2", grain)
     num_nodes = np.diff(node_ptr.numpy())
     if padding == "pow2":
         _, bits = np.frexp(np.maximum(num_nodes - 1, 0))  # bit length of n - 1, exact below 2^53

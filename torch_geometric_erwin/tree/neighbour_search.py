@@ -43,6 +43,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from torch_geometric_erwin import ops
 from torch_geometric_erwin.tree import engine as _engine
 
 #: Candidate (query, point) pairs the PyTorch search holds at once.
@@ -86,10 +87,9 @@ def neighbour_search(pos: Tensor, node_ptr: Tensor, count: int, radius_sq: float
     largest = int(node_ptr.diff().max()) if node_ptr.numel() > 1 else 0
     count = max(1, min(count, largest))
     if engine == "cpp":
-        if _engine._C is None:
-            raise ImportError(f"the C++ engine is not built: {_engine._import_error}")
-        return torch.from_numpy(_engine._C.neighbour_search(pos.numpy(force=True), node_ptr.numpy(), count,
-                                                            float(radius_sq), bool(loop), torch.get_num_threads()))
+        if not _engine.cpp_available():
+            raise ImportError(f"engine='cpp' but {_engine._NOT_BUILT}")
+        return ops.neighbour_search(pos.cpu(), node_ptr, count, float(radius_sq), bool(loop))
     if engine == "torch":
         return _torch_search(pos.cpu().double(), node_ptr, count, float(radius_sq), bool(loop))
     raise ValueError(f"engine must be 'cpp' or 'torch', got {engine!r}")
