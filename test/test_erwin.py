@@ -157,6 +157,39 @@ def test_compile_matches_eager():
     torch.testing.assert_close(compiled(data.x, data.pos), model(data.x, data.pos), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["train", "no_grad"])
+def test_network_compiles_whole_with_the_kernels(mode):
+    """``torch.compile(model.network, fullgraph=True)`` traces the network into one graph that calls
+    the custom ops (through their fake and autograd registrations, under AOT autograd) and
+    reproduces eager outputs and gradients."""
+    from torch._dynamo.backends.registry import lookup_backend
+
+    model = randomise_batch_norm(small_model(hidden_channels=[16, 32])).train(mode == "train")
+    data = make_graph(50, 5)
+    pos = data.pos
+    tree = model.build_tree(pos)
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append(gm)
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model.network, fullgraph=True, backend=recording)
+    with torch.set_grad_enabled(mode == "train"):
+        eager = model(data.x, pos, edge_index=data.edge_index, tree=tree)
+        expected = torch.autograd.grad(eager.square().mean(), list(model.parameters())) if mode == "train" else ()
+        out = compiled(data.x, pos, data.edge_index, tree)
+        got = torch.autograd.grad(out.square().mean(), list(model.parameters())) if mode == "train" else ()
+    torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-4)
+    for (name, _), a, b in zip(model.named_parameters(), got, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    called = {str(node.target).split(".")[1] for gm in graphs for node in gm.graph.nodes
+              if node.op == "call_function" and str(node.target).startswith("erwin.")}
+    swiglu = "swiglu_train" if mode == "train" else "swiglu"
+    assert len(graphs) == 1 and called == {"ball_attention", "rms_norm", swiglu, "edge_messages"}, called
+
+
 @pytest.mark.slow
 def test_inductor_compile_matches_eager():
     model = randomise_batch_norm(small_model()).eval()
@@ -427,6 +460,29 @@ def test_non_finite_features_are_refused(monkeypatch):
     monkeypatch.setenv("TORCH_GEOMETRIC_ERWIN_CHECK_FINITE", "0")
     with torch.no_grad():
         assert torch.isnan(model(x, data.pos, edge_index=data.edge_index)).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_forward_reads_the_inputs_once(monkeypatch, dtype):
+    """One pass over x and one over pos per forward, though the tree and the graph are built from
+    pos inside it (each of which checks its own input when called alone); a NaN is still caught."""
+    from torch_geometric_erwin.tree import engine
+
+    model = small_model().eval()
+    data = make_graph(50, 5)
+    reads = []
+    finite = engine.all_finite
+    monkeypatch.setattr(engine, "all_finite", lambda values: reads.append(values.shape) or finite(values))
+    with torch.no_grad():
+        model(data.x, data.pos.to(dtype))
+    assert reads == [data.x.shape, data.pos.shape]
+    reads.clear()
+    model.build_tree(data.pos)
+    assert reads == [data.pos.shape]
+    pos = data.pos.clone()
+    pos[7, 2] = math.nan
+    with pytest.raises(ValueError, match="pos contains NaN or Inf"):
+        model(data.x, pos)
 
 
 def test_decode_false_drops_padding_slots():

@@ -280,6 +280,33 @@ def test_swiglu():
     assert layer(torch.randn(0, 6)).shape == (0, 6)
 
 
+def test_state_dicts_of_the_earlier_layouts_load():
+    """Version-1 state dicts (and the reference code's): attention's ``qkv`` with rows interleaved
+    as ``(h e three)``, SwiGLU's separate ``w1`` (the gate) and ``w2``. Loaded, the layers compute
+    what those weights meant."""
+    torch.manual_seed(0)
+    heads, channels, m = 4, 32, 8
+    attention = BallAttention(channels, heads, m, dimensionality=3)
+    old = {k: v for k, v in attention.state_dict().items() if not k.startswith("in_proj")}
+    qkv = torch.nn.Linear(channels, 3 * channels)
+    old.update({"qkv.weight": qkv.weight.detach().clone(), "qkv.bias": qkv.bias.detach().clone()})
+    attention.load_state_dict(old)
+    x = torch.randn(2 * m, channels)
+    q, k, v = qkv(x).detach().view(2 * m, heads, channels // heads, 3).unbind(-1)
+    ours = attention.in_proj(x).detach().view(2 * m, 3, heads, channels // heads)
+    for position, expected in enumerate((q, k, v)):
+        torch.testing.assert_close(ours[:, position], expected)
+
+    swiglu = SwiGLU(channels, 2 * channels)
+    w1, w2 = torch.nn.Linear(channels, 2 * channels), torch.nn.Linear(channels, 2 * channels)
+    swiglu.load_state_dict({"w1.weight": w1.weight.detach(), "w1.bias": w1.bias.detach(),
+                            "w2.weight": w2.weight.detach(), "w2.bias": w2.bias.detach(),
+                            "w3.weight": swiglu.w3.weight.detach(), "w3.bias": swiglu.w3.bias.detach()})
+    with torch.no_grad():
+        expected = swiglu.w3(w2(x) * torch.nn.functional.silu(w1(x)))
+        torch.testing.assert_close(swiglu(x), expected, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("block_bytes", [1, 3 * 2 * 10 * 8, 2**30])
 def test_swiglu_cpu_path_matches_autograd_of_the_equation(monkeypatch, block_bytes):
     """The CPU path (one GEMM for W1 and W2, the gated product per block of rows: one row per

@@ -12,6 +12,7 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 
 from torch_geometric_erwin import ops
+from torch_geometric_erwin.ops._extension import table as capability_table
 from torch_geometric_erwin.nn.cpu_path import blocks, takes_cpu_path, takes_kernel_path
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import check_tensor, is_power_of_two
@@ -413,7 +414,7 @@ class BallAttention(nn.Module):
         and dtype), under the current autocast, compile and grad modes."""
         backend = _backend_override if _backend_override not in (None, "auto") else self.backend
         head_width = self.channels // self.num_heads
-        table = ops.capabilities().get("ball_attention", {})
+        table = capability_table("ball_attention")
         kernel = (takes_kernel_path(qkv, self.sigma, "ball_attention")
                   and self.ball_size % table["ball_size_multiple"] == 0 and head_width in table["head_widths"])
         blocked = takes_cpu_path(qkv, self.sigma) and not torch.compiler.is_compiling()

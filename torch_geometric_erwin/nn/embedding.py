@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from torch_geometric_erwin import ops
+from torch_geometric_erwin.ops._extension import table as capability_table
 from torch_geometric_erwin.nn.cpu_path import blocks, takes_kernel_path
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import check_edge_index, check_tensor
@@ -87,8 +88,9 @@ class ErwinEmbedding(nn.Module):
         mp_steps (int): message-passing steps (``0``: the projection only).
         dimensionality (int): :math:`D` of the positions. (default: ``3``)
 
-    Shapes: ``forward(x [N, F], pos [N, D], edge_index [2, E]?) -> [N, C]``
-    (``edge_index`` is required when ``mp_steps > 0``).
+    Shapes: ``forward(x [N, F], pos [N, D], edge_index [2, E]?, check_edges=True) -> [N, C]``
+    (``edge_index`` is required when ``mp_steps > 0``). ``check_edges=False`` skips the pass over
+    ``edge_index``'s indices, for a caller that has checked them (the models do, once per forward).
 
     Kernels: on CPU in float32 (outside autocast) with a :math:`C` and :math:`D` the kernels are
     compiled for (``ops.capabilities()["edge_messages"]``), the messages run the op
@@ -120,13 +122,17 @@ class ErwinEmbedding(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 module.reset_parameters()
 
-    def forward(self, x: Tensor, pos: Tensor, edge_index: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor, edge_index: Optional[Tensor] = None,
+                check_edges: bool = True) -> Tensor:
         check_tensor("x", x, ("num_nodes", self.in_channels), floating=True)
         if self.mp_steps > 0:  # the projection alone reads neither the positions nor the graph
             check_tensor("pos", pos, (x.shape[0], self.dimensionality), floating=True)
             if edge_index is None:
                 raise ValueError("edge_index is required when mp_steps > 0")
-            check_edge_index(edge_index, x.shape[0])
+            if check_edges:
+                check_edge_index(edge_index, x.shape[0])
+            else:
+                check_tensor("edge_index", edge_index, (2, "num_edges"), dtype=torch.long)
         h = self.lin(x)
         if self.mp_steps == 0:
             return h
@@ -156,7 +162,7 @@ class ErwinEmbedding(nn.Module):
         return h
 
     def _takes_kernel_path(self, h: Tensor) -> bool:
-        table = ops.capabilities().get("edge_messages", {})
+        table = capability_table("edge_messages")
         return (takes_kernel_path(h, self.lin.weight, "edge_messages") and self.channels in table["channels"]
                 and self.dimensionality <= table["max_dimensions"])
 

@@ -18,6 +18,9 @@ op                            kernel
 ``partition``                 the ball tree's slot assignment
 ``neighbour_search``          exact kNN / radius neighbours per graph
 ============================  ==========================================================
+
+The tree engine's host-side helpers (:func:`all_finite`, :func:`batch_ptr`, :func:`slot_ptr`) are
+plain functions on CPU tensors: they run before any graph is traced.
 """
 from torch_geometric_erwin.ops._extension import available, capabilities
 from torch_geometric_erwin.ops.attention import ball_attention

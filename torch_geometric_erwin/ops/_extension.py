@@ -6,7 +6,8 @@ so that its caller takes its PyTorch path.
 """
 from __future__ import annotations
 
-import functools
+import copy
+import warnings
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -16,23 +17,37 @@ try:
     from torch_geometric_erwin import _C
 except ImportError:  # built without a C++ compiler: the PyTorch paths serve
     _C = None
+if _C is not None and not hasattr(_C, "capabilities"):
+    # an extension built from older sources, whose kernels this package no longer calls
+    warnings.warn("torch_geometric_erwin._C is from an older build of the package and is not used: rebuild "
+                  "it (pip install -e . or python setup.py build_ext --inplace)", RuntimeWarning)
+    _C = None
+
+# read once at import: a plain dict, which torch.compile reads as a constant when a layer asks
+# `available` inside a traced forward
+_CAPABILITIES: Dict[str, Any] = {} if _C is None else dict(_C.capabilities())
 
 
-@functools.lru_cache(maxsize=None)
 def capabilities() -> Dict[str, Any]:
     """The capability table of the built extension, read from the extension itself: per kernel
     (``"ball_attention"``, ``"edge_messages"``, ``"rms_norm"``, ``"swiglu"``, ``"tree"``,
     ``"neighbour_search"``) the widths and dtypes it is compiled for, and ``"openmp"``; an empty
     table when the extension is not built."""
-    return {} if _C is None else dict(_C.capabilities())
+    return copy.deepcopy(_CAPABILITIES)
 
 
 def available(kernel: str, dtype: Optional[torch.dtype] = None) -> bool:
     """Whether the extension has ``kernel`` (a key of :func:`capabilities`), for ``dtype`` if given."""
-    entry = capabilities().get(kernel)
+    entry = _CAPABILITIES.get(kernel)
     if not isinstance(entry, dict):
         return False
     return dtype is None or str(dtype).removeprefix("torch.") in entry["dtypes"]
+
+
+def table(kernel: str) -> Dict[str, Any]:
+    """The capability table's entry for ``kernel`` (empty when the extension lacks it), for the
+    layers, which read it in their forward passes; :func:`capabilities` gives users a copy."""
+    return _CAPABILITIES.get(kernel, {})
 
 
 def arrays(*tensors: Optional[Tensor]) -> List[Any]:

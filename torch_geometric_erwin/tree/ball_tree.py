@@ -108,12 +108,17 @@ class BallTree:
         factor = self.pooling_factor(level)
         return self.mask if factor == 1 else self.mask.view(-1, factor).any(1)
 
-    def node_slots(self) -> Tensor:
+    def node_slots(self, num_nodes: Optional[int] = None) -> Tensor:
         """``[N]`` int64: the slot that holds each node (the one ``mask`` marks), so that
-        ``features[tree.node_slots()]`` brings tree-ordered rows back to the input node order."""
+        ``features[tree.node_slots()]`` brings tree-ordered rows back to the input node order.
+        ``num_nodes``: :math:`N`, when the caller knows it from its input (which spares reading it
+        off ``node_ptr``)."""
+        # padding slots write to one spare row past the nodes: no data-dependent shape, which
+        # torch.compile would have to break its graph for
         slots = torch.arange(self.num_slots, device=self.index.device)
-        return torch.empty_like(self.index[:self.num_nodes]).index_copy_(0, self.index[self.mask],
-                                                                          slots[self.mask])
+        num_nodes = self.num_nodes if num_nodes is None else num_nodes
+        target = torch.where(self.mask, self.index, num_nodes)
+        return self.index.new_empty(num_nodes + 1).scatter_(0, target, slots)[:num_nodes]
 
     def check(self, node_ptr: Optional[Tensor] = None) -> None:
         """Raise :class:`ValueError` unless the tree is one the models can run on: ``index`` maps

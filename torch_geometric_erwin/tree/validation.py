@@ -4,10 +4,12 @@ Every check raises before any work is done and names the offending argument.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -63,8 +65,23 @@ def check_edge_index(edge_index, num_nodes: int, batch: Optional[Tensor] = None)
                              "transform per graph, or knn_graph/radius_graph given the batch)")
 
 
+_CHECKED: contextvars.ContextVar[Tuple[Tensor, ...]] = contextvars.ContextVar("checked_positions", default=())
+
+
+@contextlib.contextmanager
+def checked_positions(*positions: Tensor) -> Iterator[None]:
+    """Inside the block, :func:`check_pos` does not read ``positions`` again (the very tensors, by
+    identity): a model checks its input once and builds its tree and graph from it."""
+    token = _CHECKED.set(_CHECKED.get() + positions)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
 def check_pos(pos) -> None:
-    """``pos`` must be a finite, floating ``[N, D]`` tensor with ``N, D >= 1``."""
+    """``pos`` must be a finite, floating ``[N, D]`` tensor with ``N, D >= 1`` (the pass over its
+    values is skipped inside :func:`checked_positions` of it)."""
     # dtype and shape are read once: on the tree-build path every call into torch's Python
     # bindings costs tens of microseconds when their code is out of the caches
     if not isinstance(pos, Tensor):
@@ -78,7 +95,7 @@ def check_pos(pos) -> None:
         raise ValueError("pos is empty: a ball tree needs at least one node")
     if shape[1] == 0:
         raise ValueError("pos has zero spatial dimensions: expected shape [num_nodes, dim >= 1]")
-    if not engine.all_finite(pos):
+    if not any(pos is checked for checked in _CHECKED.get()) and not engine.all_finite(pos):
         raise ValueError("pos contains NaN or Inf values")
 
 

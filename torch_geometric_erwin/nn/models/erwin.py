@@ -20,7 +20,7 @@ from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
 from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree, build_ball_tree, engine, granularity
 from torch_geometric_erwin.tree.ball_tree import PADDINGS, has_tree_attributes, tree_fix
-from torch_geometric_erwin.tree.validation import as_int, check_ball_config, check_model_inputs
+from torch_geometric_erwin.tree.validation import as_int, check_ball_config, check_model_inputs, checked_positions
 
 #: A level's tree orders: the geometry of its balls, and (permutation, geometry) of the rotated balls.
 LevelOrders = Tuple[BallGeometry, Optional[Tuple[Tensor, BallGeometry]]]
@@ -337,7 +337,6 @@ class Erwin(Configurable, nn.Module):
             return radius_graph(pos, self.radius, batch, loop=True)
         return knn_graph(pos, self.knn, batch, loop=True)
 
-    @torch.compiler.disable
     def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
                       tree: Optional[BallTree], from_data: bool = False) -> None:
         node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
@@ -373,11 +372,6 @@ class Erwin(Configurable, nn.Module):
                     "needs at least 2 to take batch statistics: batch more or larger graphs, or evaluate "
                     "with model.eval()")
 
-    @staticmethod
-    @torch.compiler.disable
-    def _node_slots(tree: BallTree) -> Tensor:
-        return tree.node_slots()
-
     # ------------------------------------------------------------------ forward
     def forward(self, x: Union[Tensor, BaseData], pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,
                 edge_index: Optional[Tensor] = None, tree: Optional[BallTree] = None):
@@ -388,15 +382,32 @@ class Erwin(Configurable, nn.Module):
             edge_index = getattr(data, "edge_index", None)
             if tree is None and has_tree_attributes(data):
                 tree, from_data = BallTree.from_data(data), True
-        self._check_inputs(x, pos, batch, edge_index, tree, from_data)
-        pos = pos.to(torch.promote_types(pos.dtype, torch.float32))  # geometry in float32 at least
-        if tree is None:
-            tree = self.build_tree(pos, batch)
-        if edge_index is None and self.mp_steps > 0:
-            edge_index = self.build_graph(pos, batch)
-        node_slots = self._node_slots(tree)
+        pos, edge_index, tree = self._prepare(x, pos, batch, edge_index, tree, from_data)
+        return self.network(x, pos, edge_index, tree)
 
-        h = self.embedding(x, pos, edge_index)[tree.index]
+    @torch.compiler.disable
+    def _prepare(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
+                 tree: Optional[BallTree], from_data: bool) -> Tuple[Tensor, Optional[Tensor], BallTree]:
+        """The checked inputs with the tree and the graph (built if not given), positions in
+        float32 at least: what :meth:`network` runs on. Reads the data, so it runs eagerly."""
+        self._check_inputs(x, pos, batch, edge_index, tree, from_data)
+        geometry = pos.to(torch.promote_types(pos.dtype, torch.float32))
+        with checked_positions(pos, geometry):
+            if tree is None:
+                tree = self.build_tree(geometry, batch)
+            if edge_index is None and self.mp_steps > 0:
+                edge_index = self.build_graph(geometry, batch)
+        return geometry, edge_index, tree
+
+    def network(self, x: Tensor, pos: Tensor, edge_index: Optional[Tensor], tree: BallTree):
+        """The network of :meth:`forward` on inputs it has checked and the tree it has built (or was
+        given): no check that reads the data and no host synchronisation, so that
+        ``torch.compile(model.network, fullgraph=True)`` compiles it whole, the kernels of
+        :mod:`torch_geometric_erwin.ops` in its graph. ``torch.compile(model)`` compiles the same
+        graph behind :meth:`forward`'s checks, which run eagerly. ``pos`` as :meth:`forward` passes
+        it: float32 at least. Inputs it has not seen checked are the caller's responsibility."""
+        node_slots = tree.node_slots(x.shape[0])
+        h = self.embedding(x, pos, edge_index, check_edges=False)[tree.index]
         level_pos = [pos[tree.index].detach()]
         checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         # A level's geometry (the [S_l / m, m, m] distances of its balls and rotated balls) serves the

@@ -2,7 +2,7 @@ r"""Erwin NSA: Erwin's ball tree with native sparse attention instead of the U-N
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +18,7 @@ from torch_geometric_erwin.nn.swiglu import SwiGLU
 from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import PADDINGS, has_tree_attributes, tree_fix
-from torch_geometric_erwin.tree.validation import check_model_inputs
+from torch_geometric_erwin.tree.validation import check_model_inputs, checked_positions
 
 #: Table 3 of the NSA paper; omitted values follow the reference code's effective settings
 #: (head width 16, one key/value head) and Erwin's defaults (rotation 45, 3 MPNN steps, MLP ratio 4).
@@ -155,6 +155,19 @@ class ErwinNSA(Configurable, nn.Module):
         return build_ball_tree(pos, batch, rotate=self.rotate, **self.tree_config)
 
     @torch.compiler.disable
+    def _prepare(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
+                 tree: Optional[BallTree], from_data: bool) -> Tuple[Tensor, Optional[Tensor], BallTree]:
+        """The checked inputs with the tree and the graph (built if not given), positions in
+        float32 at least. Reads the data, so it runs eagerly."""
+        self._check_inputs(x, pos, batch, edge_index, tree, from_data)
+        geometry = pos.to(torch.promote_types(pos.dtype, torch.float32))
+        with checked_positions(pos, geometry):
+            if tree is None:
+                tree = self.build_tree(geometry, batch)
+            if edge_index is None and self.embedding.mp_steps > 0:
+                edge_index = knn_graph(geometry, self.knn, batch, loop=True)
+        return geometry, edge_index, tree
+
     def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
                       tree: Optional[BallTree], from_data: bool = False) -> None:
         node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
@@ -185,14 +198,8 @@ class ErwinNSA(Configurable, nn.Module):
             edge_index = getattr(data, "edge_index", None)
             if tree is None and has_tree_attributes(data):
                 tree, from_data = BallTree.from_data(data), True
-        self._check_inputs(x, pos, batch, edge_index, tree, from_data)
-        pos = pos.to(torch.promote_types(pos.dtype, torch.float32))  # geometry in float32 at least
-        if tree is None:
-            tree = self.build_tree(pos, batch)
-
-        if edge_index is None and self.embedding.mp_steps > 0:
-            edge_index = torch.compiler.disable(knn_graph)(pos, self.knn, batch, loop=True)
-        h = self.embedding(x, pos, edge_index)[tree.index]
+        pos, edge_index, tree = self._prepare(x, pos, batch, edge_index, tree, from_data)
+        h = self.embedding(x, pos, edge_index, check_edges=False)[tree.index]
         slot_pos, mask = pos[tree.index], tree.mask
         rotated = tree.rotated[0] if self.rotate and tree.rotated else None
         checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
