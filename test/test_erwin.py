@@ -493,3 +493,24 @@ def test_decode_false_drops_padding_slots():
     with torch.no_grad():
         h, batch = model(graphs.x, graphs.pos, graphs.batch, graphs.edge_index)
     assert h.shape == (57, 16) and torch.equal(torch.bincount(batch), torch.tensor([20, 37]))
+
+
+@pytest.mark.parametrize("model_class", ["Erwin", "ErwinNSA"])
+def test_tree_transform_is_the_pre_transform_the_model_reads(model_class):
+    """``model.tree_transform()`` attaches the tree the model would build itself: the same outputs
+    from a batch of pre-transformed graphs as from the bare graphs, and a tree that passes the
+    model's checks (no rebuild: the model reads it from the batch)."""
+    from torch_geometric_erwin.nn import ErwinNSA
+
+    torch.manual_seed(0)
+    model = (small_model() if model_class == "Erwin" else
+             ErwinNSA(5, channels=16, depth=2, num_heads=2, compress_ball_size=4, local_ball_size=8,
+                      num_selected=2, mp_steps=1)).eval()
+    transform = model.tree_transform()
+    assert isinstance(transform, T.Compose)
+    graphs = [make_graph(30, 0), make_graph(45, 1)]
+    batch = Batch.from_data_list([transform(graph.clone()) for graph in graphs])
+    bare = Batch.from_data_list(graphs)
+    assert hasattr(batch, "tree_index") and (model.tree_rotation is None) == (not hasattr(batch, "tree_rotated_0"))
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), model(bare.x, bare.pos, bare.batch, bare.edge_index))

@@ -9,12 +9,13 @@ from torch_geometric_erwin.nn.nsa_conv import ErwinNSAConv
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
 from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
-from torch_geometric_erwin.nn.models import MPNN, Erwin, ErwinNSA
+from torch_geometric_erwin.nn.models import MPNN, BallTreeModel, Erwin, ErwinNSA
 
 __all__ = [
     "BallAttention",
     "BallGeometry",
     "BallPooling",
+    "BallTreeModel",
     "BallUnpooling",
     "Erwin",
     "ErwinBlock",

@@ -8,19 +8,19 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
-from torch_geometric.data.data import BaseData
 
 from torch_geometric_erwin.nn.ball_attention import BallGeometry
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding
 from torch_geometric_erwin.nn.erwin_block import ErwinBlock
 from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
 from torch_geometric_erwin.nn.init import reset_linear
+from torch_geometric_erwin.nn.models.base import BallTreeModel
 from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
 from torch_geometric_erwin.nn.models.serialization import Configurable
-from torch_geometric_erwin.tree import BallTree, build_ball_tree, engine, granularity
-from torch_geometric_erwin.tree.ball_tree import PADDINGS, has_tree_attributes, tree_fix
-from torch_geometric_erwin.tree.validation import as_int, check_ball_config, check_model_inputs, checked_positions
+from torch_geometric_erwin.tree import BallTree, engine, granularity
+from torch_geometric_erwin.tree.ball_tree import PADDINGS
+from torch_geometric_erwin.tree.validation import as_int, check_ball_config
 
 #: A level's tree orders: the geometry of its balls, and (permutation, geometry) of the rotated balls.
 LevelOrders = Tuple[BallGeometry, Optional[Tuple[Tensor, BallGeometry]]]
@@ -84,7 +84,7 @@ def _positive_ints(name: str, values, allow_zero: bool = False) -> List[int]:
     return [int(value) for value in values]
 
 
-class Erwin(Configurable, nn.Module):
+class Erwin(Configurable, BallTreeModel):
     r"""Erwin (Zhdanov et al., ICML 2025, Sec. 4 and Fig. 2): ball attention on a
     ball tree, coarsened and refined like a U-Net.
 
@@ -320,15 +320,15 @@ class Erwin(Configurable, nn.Module):
         return self.rotate != 0 and any(depth > 1 for depth in self.enc_depths + self.dec_depths)
 
     @property
+    def tree_rotation(self) -> Optional[float]:
+        """The angle of the rotated trees (``rotate``) when some level has a second block to
+        attend in them, else None."""
+        return self.rotate if self.uses_rotation else None
+
+    @property
     def _has_batch_norm(self) -> bool:
         # every unpooling layer normalises, and every pooling layer but the parameter-free identity
         return (self.decode and len(self.pool) > 0) or any(not pool.identity for pool in self.pool)
-
-    @torch.compiler.disable
-    def build_tree(self, pos: Tensor, batch: Optional[Tensor] = None) -> BallTree:
-        """The ball tree (with its rotated orders when the model uses them) of ``pos``."""
-        return build_ball_tree(pos, batch, rotate=self.rotate if self.uses_rotation else 0.0,
-                               **self.tree_config)
 
     @torch.compiler.disable
     def build_graph(self, pos: Tensor, batch: Optional[Tensor] = None) -> Tensor:
@@ -337,31 +337,21 @@ class Erwin(Configurable, nn.Module):
             return radius_graph(pos, self.radius, batch, loop=True)
         return knn_graph(pos, self.knn, batch, loop=True)
 
-    def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
-                      tree: Optional[BallTree], from_data: bool = False) -> None:
-        node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
-                                      self.embedding.lin.weight.dtype)
+    def _check_tree(self, tree: BallTree) -> None:
         grain = granularity(self.ball_sizes, self.strides)
-        if tree is not None:
-            if not isinstance(tree, BallTree):
-                raise TypeError(f"tree must be a BallTree, got {type(tree).__name__}")
-            if tree.num_nodes != x.shape[0]:
-                raise ValueError(f"tree has {tree.num_nodes} nodes but x has {x.shape[0]}")
-            tree.check(node_ptr)
-            if bool((tree.ptr % grain).any()):
-                raise ValueError(f"every graph's tree must have a multiple of {grain} slots for this model: "
-                                 f"build it with model.tree_config")
-            if self.uses_rotation and len(tree.rotated) != len(self.ball_sizes):
-                raise ValueError(f"the model attends in rotated balls (rotate={self.rotate}) and needs one "
-                                 f"rotated order per level ({len(self.ball_sizes)}), the tree has "
-                                 f"{len(tree.rotated)}: build it with rotate=model.rotate")
-            rotate = self.rotate if self.uses_rotation else None
-            tree.check_build(self.ball_sizes, self.strides, self.padding, rotate,
-                             fix=tree_fix(self.tree_config, rotate, from_data))
-            tree.check_positions(pos)
+        if bool((tree.ptr % grain).any()):
+            raise ValueError(f"every graph's tree must have a multiple of {grain} slots for this model: "
+                             f"build it with model.tree_config")
+        if self.uses_rotation and len(tree.rotated) != len(self.ball_sizes):
+            raise ValueError(f"the model attends in rotated balls (rotate={self.rotate}) and needs one "
+                             f"rotated order per level ({len(self.ball_sizes)}), the tree has "
+                             f"{len(tree.rotated)}: build it with rotate=model.rotate")
+
+    def _check_batch(self, x: Tensor, tree: Optional[BallTree], node_ptr: Tensor) -> None:
         if self.training and self._has_batch_norm:
             # BatchNorm takes batch statistics in training, which need two rows per channel; pooling
             # by the strides leaves the coarsest level the fewest rows of any BatchNorm's input
+            grain = granularity(self.ball_sizes, self.strides)
             num_slots = (tree.num_slots if tree is not None
                          else int(engine.slot_ptr(node_ptr, self.padding, grain)[-1]))
             coarsest = num_slots // math.prod(self.strides)
@@ -373,32 +363,6 @@ class Erwin(Configurable, nn.Module):
                     "with model.eval()")
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Union[Tensor, BaseData], pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,
-                edge_index: Optional[Tensor] = None, tree: Optional[BallTree] = None):
-        from_data = False
-        if isinstance(x, BaseData):
-            data = x
-            x, pos, batch = data.x, data.pos, getattr(data, "batch", None)
-            edge_index = getattr(data, "edge_index", None)
-            if tree is None and has_tree_attributes(data):
-                tree, from_data = BallTree.from_data(data), True
-        pos, edge_index, tree = self._prepare(x, pos, batch, edge_index, tree, from_data)
-        return self.network(x, pos, edge_index, tree)
-
-    @torch.compiler.disable
-    def _prepare(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
-                 tree: Optional[BallTree], from_data: bool) -> Tuple[Tensor, Optional[Tensor], BallTree]:
-        """The checked inputs with the tree and the graph (built if not given), positions in
-        float32 at least: what :meth:`network` runs on. Reads the data, so it runs eagerly."""
-        self._check_inputs(x, pos, batch, edge_index, tree, from_data)
-        geometry = pos.to(torch.promote_types(pos.dtype, torch.float32))
-        with checked_positions(pos, geometry):
-            if tree is None:
-                tree = self.build_tree(geometry, batch)
-            if edge_index is None and self.mp_steps > 0:
-                edge_index = self.build_graph(geometry, batch)
-        return geometry, edge_index, tree
-
     def network(self, x: Tensor, pos: Tensor, edge_index: Optional[Tensor], tree: BallTree):
         """The network of :meth:`forward` on inputs it has checked and the tree it has built (or was
         given): no check that reads the data and no host synchronisation, so that

@@ -2,7 +2,7 @@ r"""Erwin NSA: Erwin's ball tree with native sparse attention instead of the U-N
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -10,15 +10,14 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from torch_geometric_erwin.nn.ball_attention import BallAttention
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding
-from torch_geometric_erwin.nn.graph import knn_graph
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv
 from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
+from torch_geometric_erwin.nn.models.base import BallTreeModel
 from torch_geometric_erwin.nn.models.serialization import Configurable
-from torch_geometric_erwin.tree import BallTree, build_ball_tree
-from torch_geometric_erwin.tree.ball_tree import PADDINGS, has_tree_attributes, tree_fix
-from torch_geometric_erwin.tree.validation import check_model_inputs, checked_positions
+from torch_geometric_erwin.tree import BallTree
+from torch_geometric_erwin.tree.ball_tree import PADDINGS
 
 #: Table 3 of the NSA paper; omitted values follow the reference code's effective settings
 #: (head width 16, one key/value head) and Erwin's defaults (rotation 45, 3 MPNN steps, MLP ratio 4).
@@ -56,7 +55,7 @@ class ErwinNSABlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class ErwinNSA(Configurable, nn.Module):
+class ErwinNSA(Configurable, BallTreeModel):
     r"""Erwin NSA (Lapautre et al. 2025, Sec. 4.1, Fig. 1).
 
     .. math::
@@ -150,65 +149,32 @@ class ErwinNSA(Configurable, nn.Module):
         """Arguments of the ball tree this model needs (for :class:`BallTreeTransform`)."""
         return dict(ball_sizes=[self.region_size], strides=[], padding=self.padding)
 
-    def build_tree(self, pos: Tensor, batch: Optional[Tensor] = None) -> BallTree:
-        """The ball tree (and its rotated order when ``rotate != 0``) this model runs on."""
-        return build_ball_tree(pos, batch, rotate=self.rotate, **self.tree_config)
+    @property
+    def tree_rotation(self) -> Optional[float]:
+        """The angle of the rotated tree (``rotate``) that every second block attends in, or None
+        (``rotate=0`` or a single block)."""
+        return self.rotate if self.rotate and self.depth > 1 else None
 
-    @torch.compiler.disable
-    def _prepare(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
-                 tree: Optional[BallTree], from_data: bool) -> Tuple[Tensor, Optional[Tensor], BallTree]:
-        """The checked inputs with the tree and the graph (built if not given), positions in
-        float32 at least. Reads the data, so it runs eagerly."""
-        self._check_inputs(x, pos, batch, edge_index, tree, from_data)
-        geometry = pos.to(torch.promote_types(pos.dtype, torch.float32))
-        with checked_positions(pos, geometry):
-            if tree is None:
-                tree = self.build_tree(geometry, batch)
-            if edge_index is None and self.embedding.mp_steps > 0:
-                edge_index = knn_graph(geometry, self.knn, batch, loop=True)
-        return geometry, edge_index, tree
-
-    def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
-                      tree: Optional[BallTree], from_data: bool = False) -> None:
-        node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
-                                      self.embedding.lin.weight.dtype)
-        if tree is None:
-            return
-        if not isinstance(tree, BallTree):
-            raise TypeError(f"tree must be a BallTree, got {type(tree).__name__}")
-        if tree.num_nodes != x.shape[0]:
-            raise ValueError(f"tree has {tree.num_nodes} nodes but x has {x.shape[0]}")
-        tree.check(node_ptr)
+    def _check_tree(self, tree: BallTree) -> None:
         if bool((tree.ptr % self.region_size).any()):
             raise ValueError(f"tree slot counts must be multiples of {self.region_size}: build it with "
                              f"ball_sizes=[{self.region_size}] (model.tree_config)")
-        if self.rotate and self.depth > 1 and not tree.rotated:
+        if self.tree_rotation is not None and not tree.rotated:
             raise ValueError("the model alternates with a rotated tree (rotate != 0) but tree has no rotated "
                              "order: build it with rotate=model.rotate (RotatedTreeTransform)")
-        rotate = self.rotate if self.rotate and self.depth > 1 else None
-        tree.check_build(**self.tree_config, rotate=rotate, fix=tree_fix(self.tree_config, rotate, from_data))
-        tree.check_positions(pos)
 
-    def forward(self, x, pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,
-                edge_index: Optional[Tensor] = None, tree: Optional[BallTree] = None) -> Tensor:
-        from_data = False
-        if pos is None and hasattr(x, "pos"):
-            data = x
-            x, pos, batch = data.x, data.pos, getattr(data, "batch", None)
-            edge_index = getattr(data, "edge_index", None)
-            if tree is None and has_tree_attributes(data):
-                tree, from_data = BallTree.from_data(data), True
-        pos, edge_index, tree = self._prepare(x, pos, batch, edge_index, tree, from_data)
+    def network(self, x: Tensor, pos: Tensor, edge_index: Optional[Tensor], tree: BallTree) -> Tensor:
+        """The network of :meth:`forward` on inputs it has checked and the tree it has built (or was
+        given), ``pos`` in float32 at least (see :class:`BallTreeModel`)."""
         h = self.embedding(x, pos, edge_index, check_edges=False)[tree.index]
         slot_pos, mask = pos[tree.index], tree.mask
-        rotated = tree.rotated[0] if self.rotate and tree.rotated else None
+        rotated = tree.rotated[0] if self.tree_rotation is not None else None
         checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             args = (block, h, slot_pos, tree.ptr, mask, rotated if i % 2 else None)
             h = (activation_checkpoint(self._block, *args, use_reentrant=False) if checkpointed
                  else self._block(*args))
-        out = torch.empty(x.shape[0], h.shape[1], dtype=h.dtype, device=h.device)
-        out = out.index_copy(0, tree.index[mask], h[mask])
+        out = h[tree.node_slots(x.shape[0])]
         return out if self.head is None else self.head(out)
 
     @staticmethod
