@@ -15,7 +15,7 @@ fresh Python process:
   process without those glibc settings (which make every large allocation page-fault anew).
 
     python benchmarks/checkpointing.py                       # md-small, 2^16 points
-    python benchmarks/checkpointing.py --points 4096 --preset md-small --model erwin-nsa --nsa-preset md
+    python benchmarks/checkpointing.py --points 4096 --preset md-small --model erwin-nsa --nsa-preset md-base
     python benchmarks/checkpointing.py --markdown --repeats 3
 
 :func:`measure` is the reusable part: ``measure(n, preset, checkpoint) -> dict``.
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=2**16)
     parser.add_argument("--model", choices=MODELS, default="erwin")
     parser.add_argument("--preset", default=None,
-                        help="Erwin preset (default md-small) or, with --model erwin-nsa, NSA preset (default md)")
+                        help="Erwin preset (default md-small) or, with --model erwin-nsa, NSA preset (default md-base)")
     parser.add_argument("--repeats", type=int, default=1, help="timed steps per case (median)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
@@ -159,7 +159,7 @@ def main() -> None:
     if args.case is not None:
         print(json.dumps(case(json.loads(args.case))))
         return
-    preset = args.preset or ("md-small" if args.model == "erwin" else "md")
+    preset = args.preset or ("md-small" if args.model == "erwin" else "md-base")
     rows = [measure(args.points, preset, checkpoint, args.model, args.device, args.repeats, args.threads)
             for checkpoint in (False, True)]
     print(f"{args.model} {preset}, one training step on {args.points} points, {args.device}, "

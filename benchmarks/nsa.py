@@ -42,9 +42,9 @@ from torch_geometric_erwin.nn import knn_graph
 
 #: task -> (points per cloud, input features, kNN neighbours, NSA preset, Erwin preset)
 TASKS = {
-    "cosmology": (5000, 3, 10, "cosmology", "cosmology-small"),
-    "md": (900, 16, 4, "md", "md-small"),
-    "shapenet": (3586, 3, 8, "shapenet", "shapenet-small"),
+    "cosmology": (5000, 3, 10, "cosmology-base", "cosmology-small"),
+    "md": (900, 16, 4, "md-base", "md-small"),
+    "shapenet": (3586, 3, 8, "shapenet-base", "shapenet-small"),
 }
 MODELS = ("Erwin", "ErwinNSA")
 

@@ -30,7 +30,7 @@ def build_task(backbone, args):
 
 
 EXPERIMENT = Experiment(
-    name="cosmology", description=__doc__, dim=3, preset="cosmology", nsa_preset="cosmology",
+    name="cosmology", description=__doc__, dim=3, preset="cosmology", nsa_preset="cosmology-base",
     train=dict(steps=3000, batch_size=16, lr=5e-4, eta_min=1e-6, val_every=500),
     load=load, build_task=build_task, add_arguments=add_arguments,
     layout="raw/halos*{train,val,test}*.tfrecord (Zenodo 11479419, quijote_records/)")

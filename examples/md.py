@@ -25,7 +25,7 @@ def add_arguments(parser):
 
 
 EXPERIMENT = Experiment(
-    name="md", description=__doc__, dim=3, preset="md", nsa_preset="md",
+    name="md", description=__doc__, dim=3, preset="md", nsa_preset="md-base",
     train=dict(steps=100_000, batch_size=32, lr=5e-4, eta_min=1e-7, val_every=5000),
     load=load, build_task=build_task, add_arguments=add_arguments,
     layout="raw/polymer_train/<traj>/{ptype,bond,position}.h5, raw/polymer_test/<traj>/..., "

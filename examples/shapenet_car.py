@@ -27,7 +27,7 @@ def build_task(backbone, args):
 
 
 EXPERIMENT = Experiment(
-    name="shapenet_car", description=__doc__, dim=3, preset="shapenet", nsa_preset="shapenet",
+    name="shapenet_car", description=__doc__, dim=3, preset="shapenet", nsa_preset="shapenet-base",
     train=dict(steps=100_000, batch_size=2, lr=1e-3, eta_min=5e-5, val_every=100),
     load=load, build_task=build_task,
     layout="raw/param{0..8}/<car_id>/{mesh_points.th,pressure.th} (UPT SETUP_DATA.md preprocessing)")

@@ -218,7 +218,7 @@ def test_option_in_constructors_presets_and_repr():
     model = Erwin.from_preset("md-small", activation_checkpointing=True)
     assert model.activation_checkpointing and "activation_checkpointing=True" in repr(model)
     assert "activation_checkpointing" not in repr(Erwin.from_preset("md-small"))
-    nsa = ErwinNSA.from_preset("md", in_channels=4, activation_checkpointing=True)
+    nsa = ErwinNSA.from_preset("md-base", in_channels=4, activation_checkpointing=True)
     assert nsa.activation_checkpointing and "activation_checkpointing=True" in repr(nsa)
     for cls, args in ((Erwin, (5,)), (ErwinNSA, (5,))):
         config = ERWIN if cls is Erwin else NSA
@@ -326,7 +326,7 @@ def test_cli_flag_reaches_the_backbone(model_name, monkeypatch):
         built["backbone"] = backbone(16)
         raise _Built
 
-    experiment = cli.Experiment(name="toy", description="toy", dim=3, preset="md", nsa_preset="md",
+    experiment = cli.Experiment(name="toy", description="toy", dim=3, preset="md", nsa_preset="md-base",
                                 train=dict(steps=1, batch_size=1, lr=1e-3), load=None, build_task=build_task,
                                 layout="none")
     argv = ["--data", "unused", "--model", model_name, "--steps", "1"]

@@ -42,12 +42,15 @@ def open_gates(model, global_bias=0.0):
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_follow_table_3(name):
     model = ErwinNSA.from_preset(name, in_channels=4)
-    table = {"cosmology": (64, 4, 128), "md": (128, 2, 32), "shapenet": (64, 6, 128)}[name]
+    table = {"cosmology-base": (64, 4, 128), "md-base": (128, 2, 32), "shapenet-base": (64, 6, 128)}[name]
     conv = model.blocks[0].conv
     assert (model.channels, model.depth, conv.local_ball_size) == table
     assert (conv.compress_ball_size, conv.num_selected, conv.head_dim) == (32, 16, 16)
     with pytest.raises(ValueError, match="preset"):
         ErwinNSA.from_preset("nope", in_channels=4)
+    old = name.removesuffix("-base")
+    with pytest.warns(DeprecationWarning, match=f"now '{name}'"):
+        assert ErwinNSA.from_preset(old, in_channels=4).config == model.config
 
 
 def test_rows_in_input_order():
@@ -181,7 +184,7 @@ def test_initialisation_is_the_references():
     # every linear layer truncated normal (std 0.02) with zero bias, as the reference's model-wide
     # init, except the gates, which keep NSA's initialisation (docs/deviations.md)
     torch.manual_seed(0)
-    model = ErwinNSA.from_preset("md", in_channels=16, out_channels=3)
+    model = ErwinNSA.from_preset("md-base", in_channels=16, out_channels=3)
     linears = {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     gates = {name for name in linears if name.endswith(".gate")}
     assert gates and len(linears) > len(gates)

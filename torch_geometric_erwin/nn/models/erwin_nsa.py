@@ -2,6 +2,7 @@ r"""Erwin NSA: Erwin's ball tree with native sparse attention instead of the U-N
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -22,14 +23,16 @@ from torch_geometric_erwin.tree.ball_tree import PADDINGS
 #: Table 3 of the NSA paper; omitted values follow the reference code's effective settings
 #: (head width 16, one key/value head) and Erwin's defaults (rotation 45, 3 MPNN steps, MLP ratio 4).
 PRESETS = {
-    "cosmology": dict(channels=64, depth=4, local_ball_size=128, compress_ball_size=32, num_selected=16,
+    "cosmology-base": dict(channels=64, depth=4, local_ball_size=128, compress_ball_size=32, num_selected=16,
                       num_heads=4, num_kv_heads=1, rotate=45.0, mp_steps=3, mlp_ratio=4),
-    "md": dict(channels=128, depth=2, local_ball_size=32, compress_ball_size=32, num_selected=16,
+    "md-base": dict(channels=128, depth=2, local_ball_size=32, compress_ball_size=32, num_selected=16,
                num_heads=8, num_kv_heads=1, rotate=45.0, mp_steps=3, mlp_ratio=4),
-    "shapenet": dict(channels=64, depth=6, local_ball_size=128, compress_ball_size=32, num_selected=16,
+    "shapenet-base": dict(channels=64, depth=6, local_ball_size=128, compress_ball_size=32, num_selected=16,
                      num_heads=4, num_kv_heads=1, rotate=45.0, mp_steps=3, mlp_ratio=4),
 }
 
+#: earlier names of the presets, still accepted
+_RENAMED = {"cosmology": "cosmology-base", "md": "md-base", "shapenet": "shapenet-base"}
 
 class ErwinNSABlock(nn.Module):
     r"""Pre-norm residual block: :math:`x \leftarrow x + \mathrm{NSA}(\mathrm{RMSNorm}(x))`,
@@ -132,7 +135,12 @@ class ErwinNSA(Configurable, BallTreeModel):
 
     @classmethod
     def from_preset(cls, name: str, in_channels: int, **overrides) -> "ErwinNSA":
-        """Build the model with a preset of :data:`PRESETS` (keyword overrides win)."""
+        """Build the model with a preset of :data:`PRESETS` (keyword overrides win). Presets are
+        named ``<task>-<size>`` like Erwin's; the NSA paper has one size per task, ``base``."""
+        if name in _RENAMED:
+            warnings.warn(f"the ErwinNSA preset {name!r} is now {_RENAMED[name]!r}", DeprecationWarning,
+                          stacklevel=2)
+            name = _RENAMED[name]
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(in_channels, **{**PRESETS[name], **overrides})
