@@ -135,7 +135,6 @@ class _KdTree:
         begins, ends, lows, highs, lefts, rights = [], [], [], [], [], []
         count = 0
         while begin.numel():
-            ids = torch.arange(count, count + begin.numel())
             count += begin.numel()
             node_of, positions = _expand(begin, end)
             points = pos[self.order[positions]]

@@ -2,8 +2,7 @@ r"""Erwin: the hierarchical ball-tree transformer (Zhdanov, Welling, van de Meen
 from __future__ import annotations
 
 import math
-import re
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +15,7 @@ from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.nn.models.base import BallTreeModel
 from torch_geometric_erwin.nn.models.presets import PRESETS
+from torch_geometric_erwin.nn.models.reference import from_reference
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
 from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree, engine, granularity
@@ -241,62 +241,11 @@ class Erwin(Configurable, BallTreeModel):
         return cls(**config)
 
     @classmethod
-    def from_reference(cls, state_dict: Mapping[str, Tensor], c_in: int, c_hidden: Union[int, Sequence[int]],
-                       ball_sizes: Sequence[int], enc_num_heads: Sequence[int], enc_depths: Sequence[int],
-                       dec_num_heads: Sequence[int], dec_depths: Sequence[int], strides: Sequence[int],
-                       rotate: float, decode: bool = True, mlp_ratio: int = 4, dimensionality: int = 3,
-                       mp_steps: int = 3, **kwargs) -> "Erwin":
-        """An :class:`Erwin` with the weights of a reference ``ErwinTransformer``.
-
-        Takes the reference constructor's arguments (an integer ``c_hidden`` is the
-        old API's :math:`c \\cdot \\prod_{j<l} s_j`; ``rotate <= 0`` means no rotation,
-        as in the reference) and its ``state_dict`` (keys may carry torch.compile's
-        ``_orig_mod.`` prefix). Further keyword arguments (``out_channels``,
-        ``padding``, ``knn``, ``radius``, ``activation_checkpointing``) go to
-        :class:`Erwin`. Given the same
-        inputs, ``edge_index`` and tree, the result equals the reference model's
-        in eval mode (see the docs' "coming from the reference code").
-        """
-        if isinstance(c_hidden, int):
-            c_hidden = [c_hidden * math.prod(strides[:level]) for level in range(len(ball_sizes))]
-        model = cls(c_in, list(c_hidden), ball_sizes, enc_num_heads, enc_depths, dec_num_heads, dec_depths,
-                    strides, rotate=float(rotate) if rotate > 0 else 0.0, decode=decode, mlp_ratio=mlp_ratio,
-                    dimensionality=dimensionality, mp_steps=mp_steps, **kwargs)
-        mapped = model._map_reference_keys(state_dict)
-        if model.head is not None:
-            mapped.update({f"head.{key}": value for key, value in model.head.state_dict().items()})
-        model.load_state_dict(mapped, strict=True)
-        return model
-
-    def _map_reference_keys(self, state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-        last = len(self.ball_sizes) - 1
-        block_parts = {"BMSA.pe_proj": "attention.pos_proj", "BMSA.qkv": "attention.qkv",
-                       "BMSA.proj": "attention.proj", "BMSA.sigma_att": "attention.sigma", "swiglu": "mlp"}
-        rules = [
-            (r"embed\.embed_fn\.", lambda m: "embedding.lin."),
-            (r"embed\.mpnn\.message_fns\.", lambda m: "embedding.messages."),
-            (r"embed\.mpnn\.update_fns\.", lambda m: "embedding.updates."),
-            (r"encoder\.(\d+)\.pool\.", lambda m: f"pool.{m[1]}."),
-            (r"bottleneck\.blocks\.", lambda m: f"encoder.{last}.blocks."),
-            (r"decoder\.(\d+)\.unpool\.", lambda m: f"unpool.{last - 1 - int(m[1])}."),
-            (r"decoder\.(\d+)\.blocks\.", lambda m: f"decoder.{last - 1 - int(m[1])}.blocks."),
-        ]
-        mapped = {}
-        for key, value in state_dict.items():
-            key = key.removeprefix("_orig_mod.")
-            for pattern, target in rules:
-                match = re.match(pattern, key)
-                if match:
-                    key = target(match) + key[match.end():]
-                    break
-            for old, new in block_parts.items():
-                key = key.replace(f".{old}", f".{new}")
-            if key.endswith("attention.sigma"):
-                value = value.reshape(-1)
-            if key.startswith("pool.") and self.pool[int(key.split(".")[1])].identity:
-                continue  # the reference builds parameters for stride-1 pooling that it never uses
-            mapped[key] = value
-        return mapped
+    def from_reference(cls, state_dict: Mapping[str, Tensor], *args, **kwargs) -> "Erwin":
+        """An :class:`Erwin` with the weights of a reference ``ErwinTransformer``: the reference
+        constructor's arguments and its ``state_dict``, as
+        :func:`~torch_geometric_erwin.nn.models.reference.from_reference` takes them."""
+        return from_reference(state_dict, *args, model_class=cls, **kwargs)
 
     def reset_parameters(self) -> None:
         self.embedding.reset_parameters()
