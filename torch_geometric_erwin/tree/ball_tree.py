@@ -265,8 +265,10 @@ class BallTree:
             raise ValueError("tree_index and tree_mask must be 1-D tensors of equal length (mask bool)")
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_nodes):
             raise ValueError("tree_index points outside the graph's nodes")
-        node_graph = torch.repeat_interleave(torch.arange(node_ptr.numel() - 1), node_ptr.diff())
-        counts = torch.bincount(node_graph[index.cpu()], minlength=node_ptr.numel() - 1)
+        # the slots per graph are counted where the index lives: only these B counts reach the host
+        node_graph = torch.repeat_interleave(torch.arange(node_ptr.numel() - 1, device=index.device),
+                                             node_ptr.to(index.device).diff())
+        counts = torch.bincount(node_graph[index], minlength=node_ptr.numel() - 1).cpu()
         ptr = _ptr(counts)
         if int(mask.sum()) != num_nodes:
             raise ValueError(f"tree_mask marks {int(mask.sum())} slots but there are {num_nodes} nodes")
