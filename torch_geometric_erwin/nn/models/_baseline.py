@@ -32,21 +32,23 @@ def optional_out_channels(value) -> Optional[int]:
     return None if value is None else int(value)
 
 
-def unpack(x, pos, batch) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """``(x, pos, batch)`` of a ``Data``/``Batch`` given as ``x``, else the arguments unchanged."""
+def unpack(x, pos, batch, edge_index) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """``(x, pos, batch, edge_index)`` of a ``Data``/``Batch`` given as ``x``, else the arguments."""
     if isinstance(x, BaseData):
-        return x.x, x.pos, getattr(x, "batch", None)
-    return x, pos, batch
+        return x.x, x.pos, getattr(x, "batch", None), getattr(x, "edge_index", None)
+    return x, pos, batch, edge_index
 
 
 @torch.compiler.disable
-def check_inputs(x, pos, batch: Optional[Tensor], in_channels: int, dimensionality: int,
-                 dtype: torch.dtype) -> Tuple[Tensor, int]:
+def check_inputs(x, pos, batch: Optional[Tensor], edge_index: Optional[Tensor], in_channels: int,
+                 dimensionality: int, dtype: torch.dtype) -> Tuple[Tensor, int]:
     """:func:`~torch_geometric_erwin.tree.validation.check_model_inputs` (the checks of Erwin's
-    forward); returns the ``[N]`` graph id of every node on ``x``'s device and the number of graphs."""
+    forward); returns the ``[N]`` graph id of every node on ``x``'s device and the number of graphs.
+    The baselines build their own neighbourhoods: an ``edge_index`` is accepted (so that they run
+    wherever Erwin and the MPNN are given a graph) and checked, but not used."""
     if pos is None:
         raise ValueError("pos is required: give forward(x, pos, batch) or a Data with pos")
-    node_ptr = check_model_inputs(x, pos, batch, None, in_channels, dimensionality, dtype)
+    node_ptr = check_model_inputs(x, pos, batch, edge_index, in_channels, dimensionality, dtype)
     num_graphs = node_ptr.numel() - 1
     if batch is None:
         batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)

@@ -190,8 +190,9 @@ class PointNet2(nn.Module):
         fps_start: see :func:`farthest_point_sampling`. (default: ``"farthest"``)
 
     Shapes:
-        ``forward(x [N, F], pos [N, D], batch [N]?) -> [N, out_channels]`` (or ``[N, C]``)
-        in the input node order, or ``forward(data)``.
+        ``forward(x [N, F], pos [N, D], batch [N]?, edge_index?) -> [N, out_channels]`` (or ``[N, C]``)
+        in the input node order, or ``forward(data)``; ``edge_index`` is checked and
+        not used (the model builds its own neighbourhoods).
     """
 
     def __init__(self, in_channels: int, hidden_channels: int = 64, out_channels: Optional[int] = None,
@@ -262,9 +263,9 @@ class PointNet2(nn.Module):
         return torch.stack([edges[0][keep], target[keep]])
 
     def forward(self, x: Union[Tensor, BaseData], pos: Optional[Tensor] = None,
-                batch: Optional[Tensor] = None) -> Tensor:
-        x, pos, batch = unpack(x, pos, batch)
-        batch, num_graphs = check_inputs(x, pos, batch, self.in_channels, self.dimensionality,
+                batch: Optional[Tensor] = None, edge_index: Optional[Tensor] = None) -> Tensor:
+        x, pos, batch, edge_index = unpack(x, pos, batch, edge_index)
+        batch, num_graphs = check_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
                                          self.encoder[0].weight.dtype)
         pos = pos.detach().to(torch.promote_types(pos.dtype, torch.float32))
         h = self.encoder(x)
@@ -290,5 +291,10 @@ class PointNet2(nn.Module):
                 f"num_neighbors={self.num_neighbors}, aggr={self.aggr}, dim={self.dimensionality})")
 
 
+def size_config(size: str) -> dict:
+    """The generic :data:`SIZES` entry ``size`` as :class:`PointNet2` arguments (kNN grouping)."""
+    return dict(hidden_channels=SIZES[size])
+
+
 __all__ = ["FPS_STARTS", "PRESETS", "PointNet2", "SIZES", "farthest_point_sampling", "knn_between",
-           "knn_interpolate"]
+           "knn_interpolate", "size_config"]

@@ -49,10 +49,10 @@ PRESETS = {
 SIZES = {"small": 1, "medium": 2, "large": 4}
 
 
-def generic_config(size: str, dimensionality: int) -> dict:
+def size_config(size: str) -> dict:
     """Table 5's configuration with every width times :data:`SIZES`\\ ``[size]`` (ours)."""
     scale = SIZES[size]
-    config = dict(PRESETS["cosmology-small"], dimensionality=dimensionality)
+    config = dict(PRESETS["cosmology-small"])
     config["enc_channels"] = [c * scale for c in config["enc_channels"]]
     config["dec_channels"] = [c * scale for c in config["dec_channels"]]
     return config
@@ -239,8 +239,9 @@ class SerializedTransformer(nn.Module):
         dimensionality: :math:`D`. (default: ``3``)
 
     Shapes:
-        ``forward(x [N, F], pos [N, D], batch [N]?) -> [N, out_channels]`` (or
-        ``[N, dec_channels[0]]``) in the input node order, or ``forward(data)``.
+        ``forward(x [N, F], pos [N, D], batch [N]?, edge_index?) -> [N, out_channels]`` (or
+        ``[N, dec_channels[0]]``) in the input node order, or ``forward(data)``; ``edge_index`` is checked and
+        not used (the model builds its own neighbourhoods).
     """
 
     def __init__(self, in_channels: int, enc_channels: Sequence[int] = (32, 64, 128, 256),
@@ -327,9 +328,9 @@ class SerializedTransformer(nn.Module):
         return cluster, torch.repeat_interleave(torch.arange(num_graphs, device=batch.device), pooled), num_clusters
 
     def forward(self, x: Union[Tensor, BaseData], pos: Optional[Tensor] = None,
-                batch: Optional[Tensor] = None) -> Tensor:
-        x, pos, batch = unpack(x, pos, batch)
-        batch, num_graphs = check_inputs(x, pos, batch, self.in_channels, self.dimensionality,
+                batch: Optional[Tensor] = None, edge_index: Optional[Tensor] = None) -> Tensor:
+        x, pos, batch, edge_index = unpack(x, pos, batch, edge_index)
+        batch, num_graphs = check_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
                                          self.stem.weight.dtype)
         pos = pos.detach().to(torch.promote_types(pos.dtype, torch.float32))
         h = nn.functional.gelu(self.stem_norm(self.stem(x)))
@@ -361,4 +362,4 @@ class SerializedTransformer(nn.Module):
 
 
 __all__ = ["ORDERS", "PRESETS", "Patches", "SIZES", "SerializedAttention", "SerializedBlock",
-           "SerializedPooling", "SerializedTransformer", "SerializedUnpooling", "generic_config"]
+           "SerializedPooling", "SerializedTransformer", "SerializedUnpooling", "size_config"]

@@ -213,8 +213,9 @@ class Transolver(nn.Module):
         dropout: attention and output dropout. (default: ``0``)
 
     Shapes:
-        ``forward(x [N, F], pos [N, D], batch [N]?) -> [N, out_channels]`` (or
-        ``[N, C]``) in the input node order, or ``forward(data)``.
+        ``forward(x [N, F], pos [N, D], batch [N]?, edge_index?) -> [N, out_channels]`` (or
+        ``[N, C]``) in the input node order, or ``forward(data)``; ``edge_index`` is checked and
+        not used (physics-attention needs no graph).
     """
 
     def __init__(self, in_channels: int, hidden_channels: int = 256, num_layers: int = 8, num_heads: int = 8,
@@ -266,9 +267,9 @@ class Transolver(nn.Module):
             reset_module(self.head)
 
     def forward(self, x: Union[Tensor, BaseData], pos: Optional[Tensor] = None,
-                batch: Optional[Tensor] = None) -> Tensor:
-        x, pos, batch = unpack(x, pos, batch)
-        batch, num_graphs = check_inputs(x, pos, batch, self.in_channels, self.dimensionality,
+                batch: Optional[Tensor] = None, edge_index: Optional[Tensor] = None) -> Tensor:
+        x, pos, batch, edge_index = unpack(x, pos, batch, edge_index)
+        batch, num_graphs = check_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
                                          self.placeholder.dtype)
         features = torch.cat([x, pos.to(x.dtype)], dim=-1) if self.use_pos else x
         h = self.preprocess(features) + self.placeholder
@@ -285,11 +286,11 @@ class Transolver(nn.Module):
                 + (", gumbel=True" if self.gumbel else "") + ")")
 
 
-def transolver_sizes(size: str) -> dict:
+def size_config(size: str) -> dict:
     """The generic :data:`SIZES` entry ``size`` as :class:`Transolver` arguments."""
     hidden, layers, heads, slices = SIZES[size]
     return dict(hidden_channels=hidden, num_layers=layers, num_heads=heads, num_slices=slices)
 
 
 __all__ = ["PhysicsAttention", "PRESETS", "SIZES", "Transolver", "TransolverBlock", "deslice_tokens",
-           "slice_tokens", "transolver_sizes"]
+           "size_config", "slice_tokens"]
