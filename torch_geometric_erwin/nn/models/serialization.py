@@ -1,101 +1,178 @@
-r"""Space-filling-curve orders of point clouds (the serialization of Point Transformer v3).
+r"""Model files that rebuild their model: :class:`Configurable` (``config``, ``save``, ``from_checkpoint``).
 
-Positions are quantised per graph onto a :math:`2^k`-cell grid per axis spanning the graph's
-bounding box (its longest side), then ordered along a Z-order (Morton) or Hilbert curve. The
-Hilbert code is Skilling's transpose algorithm ("Programming the Hilbert curve", AIP Conf. Proc.
-707, 2004), which holds in any dimension.
+A model file is a ``torch.save``\ d dict of tensors and plain values only, so it loads with
+``torch.load(weights_only=True)``::
+
+    {"format": "torch_geometric_erwin", "format_version": 1, "package_version": "0.1.0",
+     "kind": "model", "class": "Erwin", "config": {...constructor arguments...}, "state_dict": {...}}
+
+Training checkpoints (:class:`~torch_geometric_erwin.training.Trainer`'s ``best.pt`` and ``last.pt``)
+share the header with ``"kind": "training"``; they hold the whole task's ``model`` state and, under
+``"backbone"``, the class, configuration and state-dict prefix of its backbone.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+import functools
+import inspect
+import numbers
+import os
+import pickle
+import tempfile
+from typing import Any, Dict, Mapping, Optional
 
 import torch
-from torch import Tensor
-from torch_geometric.utils import scatter
 
-#: Curves :func:`serialization_order` knows; ``-trans`` swaps the first two axes first (PTv3's
-#: ``z-trans``/``hilbert-trans``).
-CURVES = ("z", "z-trans", "hilbert", "hilbert-trans")
+#: The ``format`` entry of every file this package writes, and the version of their layout.
+FILE_FORMAT, FORMAT_VERSION = "torch_geometric_erwin", 1
 
 
-def grid_bits(dimensionality: int) -> int:
-    """Bits per axis: 16 (PTv3's default depth) while ``D * bits`` fits an int64 code."""
-    return max(1, min(16, 62 // dimensionality))
+def package_version() -> str:
+    from torch_geometric_erwin import __version__
+    return __version__
 
 
-def quantize(pos: Tensor, batch: Tensor, num_graphs: int, bits: int) -> Tensor:
-    r"""``[N, D]`` int64 grid cells :math:`\lfloor (p - \min_b) / \mathrm{extent}_b \cdot (2^k - 1) \rfloor`
-    with :math:`\mathrm{extent}_b` the longest side of graph :math:`b`'s bounding box: translation
-    and scale invariant, and independent of the other graphs of the batch."""
-    pos = pos.detach().double()
-    low = scatter(pos, batch, dim=0, dim_size=num_graphs, reduce="min")
-    high = scatter(pos, batch, dim=0, dim_size=num_graphs, reduce="max")
-    extent = (high - low).amax(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
-    cells = (pos - low[batch]) / extent[batch, None] * float(2 ** bits - 1)
-    return cells.floor().clamp(0, 2 ** bits - 1).long()
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save(obj)`` to ``path`` atomically: to a temporary file in the same folder, then renamed,
+    so that an interrupted write never leaves a truncated file under ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    os.close(handle)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
-def morton_code(cells: Tensor, bits: int) -> Tensor:
-    """``[N]`` Z-order codes of ``[N, D]`` cells: the bits of the axes interleaved, most significant
-    first, axis 0 leading."""
-    dims = cells.shape[1]
-    code = torch.zeros(cells.shape[0], dtype=torch.long, device=cells.device)
-    for bit in reversed(range(bits)):
-        for axis in range(dims):
-            code = (code << 1) | ((cells[:, axis] >> bit) & 1)
-    return code
+def file_header(kind: str) -> Dict[str, Any]:
+    return {"format": FILE_FORMAT, "format_version": FORMAT_VERSION, "package_version": package_version(),
+            "kind": kind}
 
 
-def hilbert_code(cells: Tensor, bits: int) -> Tensor:
-    """``[N]`` Hilbert codes of ``[N, D]`` cells (Skilling's AxesToTranspose, then the transposed
-    bits interleaved); consecutive codes are cells one step apart."""
-    axes = [cells[:, axis].clone() for axis in range(cells.shape[1])]
-    dims = len(axes)
-    q = 1 << (bits - 1)
-    while q > 1:  # inverse undo
-        p = q - 1
-        for i in range(dims):
-            hit = (axes[i] & q) != 0
-            if i == 0:
-                axes[0] = torch.where(hit, axes[0] ^ p, axes[0])
-                continue
-            t = (axes[0] ^ axes[i]) & p
-            axes[0] = torch.where(hit, axes[0] ^ p, axes[0] ^ t)
-            axes[i] = torch.where(hit, axes[i], axes[i] ^ t)
-        q >>= 1
-    for i in range(1, dims):  # Gray encode
-        axes[i] = axes[i] ^ axes[i - 1]
-    t = torch.zeros_like(axes[0])
-    q = 1 << (bits - 1)
-    while q > 1:
-        t = torch.where((axes[-1] & q) != 0, t ^ (q - 1), t)
-        q >>= 1
-    axes = [axis ^ t for axis in axes]
-    code = torch.zeros_like(axes[0])
-    for bit in reversed(range(bits)):
-        for axis in axes:
-            code = (code << 1) | ((axis >> bit) & 1)
-    return code
+def plain(name: str, value: Any) -> Any:
+    """``value`` as plain Python values (lists for tuples, ``int``/``float`` for NumPy scalars), or a
+    :class:`TypeError` naming ``name``: a model file holds nothing that needs pickled classes."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(name, item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): plain(name, item) for key, item in value.items()}
+    raise TypeError(f"the constructor argument {name}={value!r} is not a plain value (int, float, str, bool, "
+                    "None, list, dict): such a model cannot be saved with its configuration")
 
 
-def serialization_order(pos: Tensor, batch: Optional[Tensor], curve: str, num_graphs: Optional[int] = None,
-                        bits: Optional[int] = None) -> Tensor:
-    """``[N]`` node indices sorted graph by graph along ``curve`` (one of :data:`CURVES`); nodes in
-    one grid cell keep their index order."""
-    if curve not in CURVES:
-        raise ValueError(f"curve must be one of {CURVES}, got {curve!r}")
-    if batch is None:
-        batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-    if num_graphs is None:
-        num_graphs = int(batch.max()) + 1
-    dims = pos.shape[1]
-    bits = grid_bits(dims) if bits is None else bits
-    cells = quantize(pos, batch, num_graphs, bits)
-    if curve.endswith("-trans") and dims >= 2:
-        cells = cells[:, [1, 0, *range(2, dims)]]
-    code = morton_code(cells, bits) if curve.startswith("z") else hilbert_code(cells, bits)
-    order = torch.argsort(code, stable=True)
-    return order[torch.argsort(batch[order], stable=True)]
+def load_file(path: str, map_location: Optional[str] = "cpu") -> Dict[str, Any]:
+    """A file this package wrote, checked: exists, loads with ``weights_only=True``, has the header and a
+    format version this code reads. Raises :class:`FileNotFoundError` or :class:`ValueError`."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError):
+        raise ValueError(f"{path} is not a torch_geometric_erwin model or training checkpoint: it does not "
+                         "load with torch.load(weights_only=True) (it is damaged, or holds Python objects "
+                         "beyond tensors and plain values)") from None
+    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
+        raise ValueError(f"{path} is not a torch_geometric_erwin model or training checkpoint (no "
+                         f"'format': '{FILE_FORMAT}' entry); a checkpoint of version 0.1 holds weights only: "
+                         "build the model with its constructor and load_state_dict(checkpoint['model'])")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format version {version!r}, written by torch_geometric_erwin "
+                         f"{payload.get('package_version')}; this version ({package_version()}) reads up to "
+                         f"{FORMAT_VERSION}: upgrade torch_geometric_erwin")
+    return payload
 
 
-__all__: List[str] = ["CURVES", "grid_bits", "hilbert_code", "morton_code", "quantize", "serialization_order"]
+def model_record(model: Any) -> Optional[Dict[str, Any]]:
+    """``{"class", "config"}`` of a :class:`Configurable` model, None for any other module."""
+    if not isinstance(model, Configurable):
+        return None
+    return {"class": type(model).__name__,
+            "config": {name: plain(name, value) for name, value in model.config.items()}}
+
+
+class Configurable:
+    """Mixin of the models: records the constructor's arguments as :attr:`config`, writes model files
+    (:meth:`save`) and rebuilds models from them or from training checkpoints (:meth:`from_checkpoint`).
+
+    The arguments are recorded by a wrapper around each subclass's ``__init__`` (the outermost one,
+    so a subclass records its own), after defaults are applied: every argument the constructor
+    takes, now or after it gains new ones, is part of the configuration.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self, *args, **kwargs):
+            if "_config" not in self.__dict__:
+                bound = signature.bind(self, *args, **kwargs)
+                bound.apply_defaults()
+                arguments = dict(list(bound.arguments.items())[1:])
+                for name, parameter in signature.parameters.items():
+                    if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                        arguments.update(arguments.pop(name, {}))
+                    elif parameter.kind is inspect.Parameter.VAR_POSITIONAL and arguments.get(name):
+                        raise TypeError(f"{cls.__name__} takes *{name}, which a configuration cannot record")
+                # before nn.Module.__init__, which would otherwise route the attribute through its hooks
+                object.__setattr__(self, "_config", arguments)
+            init(self, *args, **kwargs)
+
+        cls.__init__ = recording_init
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The constructor arguments of this model (defaults included): ``type(model)(**model.config)``
+        builds the same architecture."""
+        return dict(self._config)
+
+    def save(self, path: str) -> None:
+        """Write a model file (see the module's docstring) atomically: the configuration, the weights
+        (``state_dict``, on the CPU), the format version and the package version.
+        :meth:`from_checkpoint` rebuilds the model from it."""
+        config = {name: plain(name, value) for name, value in self.config.items()}
+        state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
+        atomic_save({**file_header("model"), "class": type(self).__name__, "config": config,
+                     "state_dict": state}, path)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, map_location: Optional[str] = "cpu", strict: bool = True):
+        """The model saved in ``path``: a model file (:meth:`save`) or a training checkpoint of the
+        :class:`~torch_geometric_erwin.training.Trainer` (``best.pt``, ``last.pt``), whose backbone is
+        rebuilt from its recorded configuration and given its trained weights. Returned in eval mode.
+
+        Raises :class:`ValueError` for a file this package did not write (or wrote before checkpoint
+        format 1, which held weights only), of a newer format, or holding another class.
+        """
+        payload = load_file(path, map_location)
+        if payload.get("kind") == "model":
+            record, state = payload, payload["state_dict"]
+        elif payload.get("kind") == "training":
+            record = payload.get("backbone")
+            if record is None:
+                raise ValueError(f"{path} is a training checkpoint whose backbone records no configuration "
+                                 "(not a model of this package): rebuild the task yourself and load "
+                                 "checkpoint['model']")
+            prefix = record["prefix"]
+            state = {key[len(prefix):]: value for key, value in payload["model"].items() if key.startswith(prefix)}
+        else:
+            raise ValueError(f"{path} holds a {payload.get('kind')!r} file, not a model or training checkpoint")
+        if record["class"] != cls.__name__:
+            raise ValueError(f"{path} holds a model of class {record['class']}, not {cls.__name__}: use "
+                             f"{record['class']}.from_checkpoint")
+        model = cls(**record["config"])
+        model.load_state_dict(state, strict=strict)
+        return model.eval()

@@ -12,7 +12,7 @@ from torch_geometric.utils import scatter
 
 from torch_geometric_erwin.nn.models._baseline import (check_inputs, mlp, optional_out_channels, positive_int,
                                                        positive_ints, preset, reset_module, unpack)
-from torch_geometric_erwin.nn.models.serialization import CURVES, serialization_order
+from torch_geometric_erwin.nn.models.curve_order import CURVES, serialization_order
 from torch_geometric_erwin.tree import build_ball_tree
 
 #: Orders a block can attend in: the curves, and ``"tree"``, the ball tree's leaf order (the
