@@ -10,9 +10,10 @@ from torch_geometric.data.data import BaseData
 from torch_geometric.nn import PointNetConv
 from torch_geometric.utils import scatter
 
-from torch_geometric_erwin.nn.graph import PAIRS_PER_CHUNK, knn_graph, radius_graph
+from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
 from torch_geometric_erwin.nn.models._baseline import (check_inputs, mlp, optional_out_channels, positive_int,
                                                        positive_ints, preset, reset_module, unpack)
+from torch_geometric_erwin.tree.neighbour_search import PAIRS_PER_CHUNK
 
 #: FPS starting points: each graph's first node, or its node farthest from the graph's centroid
 #: (which does not depend on the node order).

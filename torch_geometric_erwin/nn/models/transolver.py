@@ -7,7 +7,6 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 from torch_geometric.data.data import BaseData
-from torch_geometric.utils import scatter
 
 from torch_geometric_erwin.nn.models._baseline import (check_inputs, mlp, optional_out_channels, positive_int,
                                                        preset, reset_module, unpack)
@@ -35,39 +34,42 @@ SIZES = {"small": (128, 8, 8, 64), "medium": (192, 8, 8, 64), "large": (256, 8, 
 SLICE_EPS = 1e-5
 
 
-class _Deslice(torch.autograd.Function):
-    r""":math:`x'_{n} = \sum_m w_{nm} z'_{b(n), m}` per head. Autograd would keep the gathered
-    ``z'[batch]`` (:math:`N \times H \times M \times d`) for the backward pass; this keeps only
-    ``w`` and ``z'`` and gathers again."""
+class SliceLayout:
+    """Where every node of a batch sits in a ``[B, N_max]`` grid of its graph's rows (built once per
+    forward pass and shared by the layers)."""
 
-    @staticmethod
-    def forward(ctx, weights: Tensor, tokens: Tensor, batch: Tensor) -> Tensor:
-        dtype = torch.promote_types(weights.dtype, tokens.dtype)
-        ctx.save_for_backward(weights, tokens, batch)
-        return torch.einsum("nhm,nhmd->nhd", weights.to(dtype), tokens.to(dtype)[batch])
+    def __init__(self, batch: Tensor, num_graphs: int):
+        counts = torch.bincount(batch, minlength=num_graphs)
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        self.batch, self.num_graphs = batch, num_graphs
+        self.local = torch.arange(batch.numel(), device=batch.device) - ptr[batch]
+        self.width = int(counts.max()) if counts.numel() else 0
 
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        weights, tokens, batch = ctx.saved_tensors
-        dtype = grad.dtype
-        grad_weights = torch.einsum("nhd,nhmd->nhm", grad, tokens.to(dtype)[batch])
-        grad_tokens = scatter(weights.to(dtype).unsqueeze(-1) * grad.unsqueeze(-2), batch, dim=0,
-                              dim_size=tokens.shape[0], reduce="sum")
-        return grad_weights.to(weights.dtype), grad_tokens.to(tokens.dtype), None
+    def dense(self, values: Tensor) -> Tensor:
+        """``[N, ...]`` -> ``[B, N_max, ...]``, zero rows beyond each graph's nodes."""
+        out = values.new_zeros(self.num_graphs, self.width, *values.shape[1:])
+        return out.index_put((self.batch, self.local), values)
+
+    def nodes(self, values: Tensor) -> Tensor:
+        """``[B, N_max, ...]`` -> ``[N, ...]``."""
+        return values[self.batch, self.local]
 
 
-def slice_tokens(weights: Tensor, features: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+def slice_tokens(weights: Tensor, features: Tensor, layout: SliceLayout) -> Tensor:
     r"""Slice tokens :math:`z_{b,m} = \sum_{n \in b} w_{nm} f_n / (\sum_{n \in b} w_{nm} + \epsilon)`
-    of every graph and head: ``weights [N, H, M]``, ``features [N, H, d]`` -> ``[B, H, M, d]``."""
-    mass = scatter(weights, batch, dim=0, dim_size=num_graphs, reduce="sum")
-    total = scatter(weights.unsqueeze(-1) * features.unsqueeze(-2), batch, dim=0, dim_size=num_graphs,
-                    reduce="sum")
-    return total / (mass.unsqueeze(-1) + SLICE_EPS)
+    of every graph and head: ``weights [N, H, M]``, ``features [N, H, d]`` -> ``[B, H, M, d]``.
+
+    The sums are matrix products over each graph's rows of a ``[B, N_max]`` grid, whose rows
+    beyond a graph's nodes are zero and add nothing (exact; equal-size graphs fill it)."""
+    weights = layout.dense(weights)
+    total = torch.einsum("bnhm,bnhd->bhmd", weights, layout.dense(features))
+    return total / (weights.sum(dim=1).unsqueeze(-1) + SLICE_EPS)
 
 
-def deslice_tokens(weights: Tensor, tokens: Tensor, batch: Tensor) -> Tensor:
-    r"""Back to the nodes: ``weights [N, H, M]``, ``tokens [B, H, M, d]`` -> ``[N, H, d]``."""
-    return _Deslice.apply(weights, tokens, batch)
+def deslice_tokens(weights: Tensor, tokens: Tensor, layout: SliceLayout) -> Tensor:
+    r"""Back to the nodes, :math:`x'_n = \sum_m w_{nm} z'_{b(n), m}`: ``weights [N, H, M]``,
+    ``tokens [B, H, M, d]`` -> ``[N, H, d]``."""
+    return layout.nodes(torch.einsum("bnhm,bhmd->bnhd", layout.dense(weights), tokens))
 
 
 class PhysicsAttention(nn.Module):
@@ -83,8 +85,9 @@ class PhysicsAttention(nn.Module):
             &\text{(attention among the } M \text{ tokens)} \\
         x'_n &= W_o \big[\textstyle\sum_m w_{nm} z'_{b(n),m}\big]_{h=1..H} &\text{(deslice)}
 
-    Every graph of a batch gets its own :math:`M` tokens (sums over its nodes, by
-    ``scatter``), and attention runs on ``[B, H, M, d]``: no padding, any graph sizes.
+    Every graph of a batch gets its own :math:`M` tokens (sums over its own nodes, see
+    :func:`slice_tokens`), and attention runs on ``[B, H, M, d]``: any graph sizes, and a
+    graph's output does not depend on the others of its batch.
 
     Transolver++ (Luo et al., 2025, "eidetic states") options:
 
@@ -101,7 +104,7 @@ class PhysicsAttention(nn.Module):
         adaptive_temperature, gumbel: the Transolver++ options above.
         dropout: dropout of the token attention and the output.
 
-    Shapes: ``forward(x [N, C], batch [N], num_graphs) -> [N, C]``.
+    Shapes: ``forward(x [N, C], layout) -> [N, C]`` with a :class:`SliceLayout` of the batch.
     """
 
     def __init__(self, channels: int, num_heads: int = 8, num_slices: int = 64,
@@ -141,13 +144,13 @@ class PhysicsAttention(nn.Module):
             logits = logits - torch.log(-torch.log(uniform))
         return torch.softmax(logits / temperature, dim=-1)
 
-    def forward(self, x: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    def forward(self, x: Tensor, layout: SliceLayout) -> Tensor:
         weights = self.slice_weights(x)
         features = rearrange(self.in_f(x), "n (h d) -> n h d", h=self.num_heads)
-        tokens = slice_tokens(weights, features, batch, num_graphs)  # [B, H, M, d]
+        tokens = slice_tokens(weights, features, layout)  # [B, H, M, d]
         tokens = nn.functional.scaled_dot_product_attention(
             self.q(tokens), self.k(tokens), self.v(tokens), dropout_p=self.dropout if self.training else 0.0)
-        out = deslice_tokens(weights, tokens, batch)
+        out = deslice_tokens(weights, tokens, layout)
         return self.out_dropout(self.out(rearrange(out, "n h d -> n (h d)")))
 
     def __repr__(self) -> str:
@@ -161,7 +164,7 @@ class TransolverBlock(nn.Module):
     :math:`x \leftarrow x + \mathrm{MLP}(\mathrm{LN}(x))` with a GELU MLP of width
     ``mlp_ratio * C``.
 
-    Shapes: ``forward(x [N, C], batch [N], num_graphs) -> [N, C]``.
+    Shapes: ``forward(x [N, C], layout) -> [N, C]``.
     """
 
     def __init__(self, channels: int, num_heads: int, num_slices: int, mlp_ratio: int = 1,
@@ -176,8 +179,8 @@ class TransolverBlock(nn.Module):
         reset_module(self)
         self.attention.reset_parameters()
 
-    def forward(self, x: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-        x = x + self.attention(self.norm1(x), batch, num_graphs)
+    def forward(self, x: Tensor, layout: SliceLayout) -> Tensor:
+        x = x + self.attention(self.norm1(x), layout)
         return x + self.mlp(self.norm2(x))
 
 
@@ -273,8 +276,9 @@ class Transolver(nn.Module):
                                          self.placeholder.dtype)
         features = torch.cat([x, pos.to(x.dtype)], dim=-1) if self.use_pos else x
         h = self.preprocess(features) + self.placeholder
+        layout = SliceLayout(batch, num_graphs)
         for block in self.blocks:
-            h = block(h, batch, num_graphs)
+            h = block(h, layout)
         h = self.norm(h)
         return h if self.head is None else self.head(h)
 
@@ -292,5 +296,5 @@ def size_config(size: str) -> dict:
     return dict(hidden_channels=hidden, num_layers=layers, num_heads=heads, num_slices=slices)
 
 
-__all__ = ["PhysicsAttention", "PRESETS", "SIZES", "Transolver", "TransolverBlock", "deslice_tokens",
+__all__ = ["PhysicsAttention", "PRESETS", "SIZES", "SliceLayout", "Transolver", "TransolverBlock", "deslice_tokens",
            "size_config", "slice_tokens"]
