@@ -365,3 +365,35 @@ def test_every_example_offers_the_baselines(capsys):
             _run(example, ["--help"])
         help_text = capsys.readouterr().out
         assert all(name in help_text for name in ("transolver", "pointnet2", "ptv3")), example
+
+
+def parameter_table():
+    """The rows ``(model, preset, overrides, in_channels, parameters)`` of docs/baselines.md's table."""
+    import ast
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "baselines.md")
+    text = open(path, encoding="utf-8").read()
+    table = text[text.index("### Parameter counts"):].split("\n\n")[2]
+    rows = []
+    for line in table.splitlines()[2:]:
+        model, name, overrides, in_channels, count, _ = (cell.strip() for cell in line.strip("|").split("|"))
+        overrides = {key: ast.literal_eval(value) for key, value in
+                     (item.strip().split("=") for item in overrides.split(",") if item.strip())}
+        rows.append((model, name, overrides, int(in_channels), int(count.replace(",", ""))))
+    return rows
+
+
+def test_parameter_table_matches_the_models():
+    import torch_geometric_erwin.nn as tnn
+    from torch_geometric_erwin.nn.models import presets as erwin_presets
+    from torch_geometric_erwin.nn.models import pointnet2 as p2, serialized_transformer as st, transolver as ts
+    rows = parameter_table()
+    presets = {"Transolver": ts.PRESETS, "PointNet2": p2.PRESETS, "SerializedTransformer": st.PRESETS}
+    # every preset has a row at the input width the examples feed it
+    plain = {(model, name): in_channels for model, name, overrides, in_channels, _ in rows if not overrides}
+    assert set(plain) == {(model, name) for model, table in presets.items() for name in table}
+    for (model, name), in_channels in plain.items():
+        assert in_channels == erwin_presets.PRESETS[name]["in_channels"], (model, name)
+    for model, name, overrides, in_channels, count in rows:
+        built = getattr(tnn, model).from_preset(name, in_channels=in_channels, **overrides)
+        assert sum(p.numel() for p in built.parameters()) == count, (model, name, overrides)
