@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from torch_geometric_erwin.nn import Erwin, PointNet2, SerializedTransformer, Transolver
+from torch_geometric_erwin.nn import MPNN, Erwin, PointNet2, SerializedTransformer, Transolver
 from torch_geometric_erwin.nn.models.pointnet2 import farthest_point_sampling, knn_between, knn_interpolate
 
 F, D, OUT = 4, 3, 2
@@ -202,19 +202,55 @@ BAD_INPUTS = {
     "integer pos": lambda x, pos, batch: (x, pos.long(), batch),
     "huge pos": lambda x, pos, batch: (x, pos * 1e30, batch),
     "pos not a tensor": lambda x, pos, batch: (x, pos.tolist(), batch),
+    "nan pos in the second graph": lambda x, pos, batch: (x, pos.index_fill(0, torch.tensor([25]), math.nan), batch),
+    "no nodes": lambda x, pos, batch: (x[:0], pos[:0], batch[:0]),
+    "negative graph id": lambda x, pos, batch: (x, pos, batch - 1),
+    "2-D batch": lambda x, pos, batch: (x, pos, batch[:, None]),
+    "batch not a tensor": lambda x, pos, batch: (x, pos, batch.tolist()),
+    "x not a tensor": lambda x, pos, batch: (x.tolist(), pos, batch),
+    "1-D x": lambda x, pos, batch: (x[:, 0], pos, batch),
 }
+#: Inputs Erwin accepts as they are meant: each must give what the plain input gives.
+EQUIVALENT_INPUTS = {
+    "float64 pos": lambda x, pos, batch: (x, pos.double(), batch),
+    "int32 batch": lambda x, pos, batch: (x, pos, batch.int()),
+    "an empty graph between the two": lambda x, pos, batch: (x, pos, torch.where(batch == 1, 2, 0)),
+    "empty graphs before, between and after": lambda x, pos, batch: (x, pos, 2 * batch + 1),
+}
+#: An edge of the first graph: the MPNN needs a graph, the others accept and check one.
+EDGE = torch.tensor([[0, 1], [1, 0]])
+
+
+def mpnn():
+    return MPNN(F, 8, 2, out_channels=OUT, dim=D)
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-@pytest.mark.parametrize("name", ["transolver", "pointnet2", "ptv3"])
+@pytest.mark.parametrize("name", ["transolver", "pointnet2", "ptv3", "mpnn"])
 def test_bad_input_gets_erwins_error(name, case):
     """The same checks and messages as Erwin (the shared ``check_model_inputs``), before any work."""
     batch = Batch.from_data_list([graph(20, 14, torch.float32), graph(12, 15, torch.float32)])
-    args = BAD_INPUTS[case](batch.x, batch.pos, batch.batch)
+    args = BAD_INPUTS[case](batch.x, batch.pos, batch.batch) + (EDGE,)
     torch.manual_seed(0)
     expected = _message(lambda: _small_erwin()(*args))
-    got = _message(lambda: MODELS[name]()(*args))
+    got = _message(lambda: (mpnn if name == "mpnn" else MODELS[name])()(*args))
     assert got == expected
+
+
+@pytest.mark.parametrize("case", EQUIVALENT_INPUTS)
+@pytest.mark.parametrize("name", [*MODELS, "mpnn"])
+def test_inputs_erwin_accepts_give_the_plain_output(name, case):
+    """float64 positions, int32 graph ids and empty graphs anywhere in the batch (graph ids that skip
+    or start above 0, as from a filtered batch) change nothing: every node's row is the one of the
+    plain batch."""
+    data = Batch.from_data_list([graph(20, 14, torch.float32), graph(12, 15, torch.float32)])
+    torch.manual_seed(0)
+    model = (mpnn if name == "mpnn" else MODELS[name])().eval()
+    with torch.no_grad():
+        plain = model(data.x, data.pos, data.batch, EDGE)
+        given = model(*EQUIVALENT_INPUTS[case](data.x, data.pos, data.batch), EDGE)
+    assert given.shape == plain.shape
+    torch.testing.assert_close(given, plain, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["transolver", "pointnet2", "ptv3"])
