@@ -18,7 +18,8 @@ seconds on this machine is measured first (:func:`~torch_geometric_erwin.trainin
 as the examples' ``--time-budget`` does), then the model trains that many steps with the example's
 schedule and ``--batch-size``, validates once at the end and is tested on ``--eval-samples`` samples
 of the test split.
-"ms/step" is the median wall time of the optimiser steps; "train s" the whole training loop.
+"ms/step" is the median wall time of the optimiser steps; "train s" the whole training loop (its
+one validation and checkpoint included).
 Peak memory is measured in a second fresh process: the growth of the peak resident set (``VmHWM``,
 reset through ``/proc/self/clear_refs``) during one training step after a warm-up step on the same
 batch, over the resident set before it, with glibc returning freed blocks at once
@@ -97,14 +98,12 @@ def run_case(spec: dict) -> dict:
 
     _, args, splits, task, context = setup(spec)
     config = train_config(args)
-    parameters = sum(p.numel() for p in task.backbone.parameters())
     with tempfile.TemporaryDirectory() as out_dir:
         if spec["mode"] == "memory":
             trainer = Trainer(task, *splits, config, out_dir, context)
             batch = next(iter(DataLoader(splits[0], batch_sampler=ResumableBatchSampler(**trainer.sampler_args))))
             trainer.train_step(batch)  # warm-up: optimiser state, thread pools, caches
-            return {"peak_mb": measure_peak_mb(lambda: trainer.train_step(batch), str(context.device)),
-                    "parameters": parameters}
+            return {"peak_mb": measure_peak_mb(lambda: trainer.train_step(batch), str(context.device))}
         config.steps = steps_for_budget(task, splits[0], splits[1], config, spec["budget"], context, probe_steps=2)
         trainer = Trainer(task, *splits, config, out_dir, context)
         step_ms = []
@@ -118,7 +117,8 @@ def run_case(spec: dict) -> dict:
         trainer.train_step = timed_step
         summary = trainer.fit()
     return {"metric": summary["test"]["loss"], "steps": summary["steps"], "train_s": summary["train_time_s"],
-            "ms_per_step": statistics.median(step_ms), "parameters": parameters}
+            "ms_per_step": statistics.median(step_ms),
+            "parameters": sum(p.numel() for p in task.backbone.parameters())}
 
 
 def prepare_data(task: str, args, root: str) -> str:

@@ -96,6 +96,9 @@ class MPNN(Configurable, nn.Module):
     :math:`\mathbf{p}_i - \mathbf{p}_j` (receiver minus sender), as in the reference; then ``num_layers``
     :class:`InteractionLayer` steps update nodes and edges with residual
     connections (the last step updates nodes only: nothing reads its edges), and an optional linear layer maps the nodes to ``out_channels``.
+    The inputs get Erwin's checks and messages (shapes, dtypes, NaN/Inf in ``x`` and ``pos``, a sorted
+    ``batch``, edges within the nodes and graphs); ``batch`` is only checked: the edges alone decide which
+    nodes interact.
 
     Args:
         in_channels: node input features :math:`F`.
