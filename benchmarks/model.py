@@ -52,7 +52,6 @@ allocated before it.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -69,7 +68,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _reference import load_reference_erwin  # noqa: E402
-from nsa import run_fresh, status_mb  # noqa: E402
+from nsa import measure_peak_mb, run_fresh  # noqa: E402
 from tree_build import median_ms, round_times  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin, knn_graph  # noqa: E402
@@ -237,18 +236,7 @@ def measure_memory(spec: dict) -> float:
     fn = step_fn(spec["model"], model, inputs, spec["mode"], device)
     model.zero_grad(set_to_none=True)
     del small
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    base = status_mb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # resets VmHWM to the current resident set
-    fn()
-    return status_mb("VmHWM") - base
+    return measure_peak_mb(fn, device)
 
 
 def peak_memory(model: str, mode: str, num_graphs: int, num_points: int, args, config: str = "readme",

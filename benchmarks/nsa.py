@@ -58,6 +58,26 @@ def status_mb(key: str) -> float:
     raise RuntimeError(f"/proc/self/status has no {key} (Linux only)")
 
 
+def measure_peak_mb(fn, device: str = "cpu") -> float:
+    """Peak memory (MiB) that one call of ``fn`` adds to what is allocated before it: on CPU the growth of
+    the process's peak resident set over its resident set before the call (run it in a process started
+    by :func:`run_fresh` with ``memory=True``), on CUDA ``torch.cuda.max_memory_allocated`` over
+    ``torch.cuda.memory_allocated``."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    base = status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # resets VmHWM to the current resident set
+    fn()
+    return status_mb("VmHWM") - base
+
+
 def tensor_mb(tensors) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 

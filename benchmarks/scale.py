@@ -12,7 +12,13 @@ each in a fresh Python process:
   graph, mean-square loss, backward), without and with activation checkpointing;
 - ``ref-infer`` and ``ref-train``: the reference model with the same configuration, given the
   tree and the graph (built before the timed call: the reference builds neither itself without
-  its optional packages), at the sizes it fits.
+  its optional packages), at the sizes it fits;
+- with ``--models``, ``<model>-infer`` and ``<model>-train`` of each baseline named (its
+  stages of ``--stages`` among ``infer`` and ``train``): the backbone the examples build for
+  ``--model <model> --size small`` on a 3-D task with the MD presets (its ``md-small`` preset
+  where it has one, else its generic small size), end to end (Transolver, PointNet++ and the
+  serialized transformer build their neighbourhoods and orders themselves; the MPNN is given
+  the kNN-16 graph, built before the timed call as for the reference).
 
 Peak memory is the growth of the process's peak resident set (``VmHWM``, reset through
 ``/proc/self/clear_refs``) during the first call at size n over the resident set just before it,
@@ -27,6 +33,7 @@ a rerun with the same file only measures what is missing.
 
     python benchmarks/scale.py [--min-log2 12] [--max-log2 23] [--reference PATH] [--markdown]
     python benchmarks/scale.py --min-log2 12 --max-log2 14 --repeats 1     # a smoke run
+    python benchmarks/scale.py --stages infer train --models erwin transolver pointnet2 ptv3 mpnn
 """
 from __future__ import annotations
 
@@ -40,7 +47,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from types import SimpleNamespace
+from typing import Callable, List, Optional
 
 import torch
 
@@ -51,12 +59,16 @@ from nsa import run_fresh, status_mb  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin, knn_graph  # noqa: E402
 from torch_geometric_erwin.nn.models.presets import PRESETS  # noqa: E402
+from torch_geometric_erwin.training.cli import DEFAULT_BACKBONES  # noqa: E402
 from torch_geometric_erwin.tree import build_ball_tree  # noqa: E402
 
 PRESET = "md-small"
 KNN = 16
 IN_CHANNELS = PRESETS[PRESET]["in_channels"]
 STAGES = ("tree", "knn", "ckdtree", "infer", "train", "train-ckpt", "ref-infer", "ref-train")
+#: The models of ``--models`` besides Erwin (the examples' ``--model`` names) and the stages they run.
+BASELINES = ("transolver", "pointnet2", "ptv3", "mpnn")
+BASELINE_STAGES = ("infer", "train")
 #: How a stage's memory and time grow per doubling of n, for the prediction that skips a case.
 GROWTH = 2.2
 
@@ -75,9 +87,15 @@ def cloud(n: int, seed: int = 0):
     return torch.rand(n, 3, generator=generator), torch.randn(n, IN_CHANNELS, generator=generator)
 
 
+def baseline(name: str) -> torch.nn.Module:
+    """The backbone of the examples' ``--model name --size small`` on a 3-D task with the MD presets."""
+    return DEFAULT_BACKBONES[name](IN_CHANNELS, "small", SimpleNamespace(preset=PRESET.split("-")[0], dim=3))
+
+
 def make_case(stage: str, n: int, reference_path: Optional[str]) -> Callable[[], None]:
     """A zero-argument callable running ``stage`` on the cloud of ``n`` points (inputs built here, untimed)."""
     pos, x = cloud(n)
+    name = stage.rsplit("-", 1)[0]
     if stage == "tree":
         model = Erwin.from_preset(PRESET)
         return lambda: model.build_tree(pos)
@@ -100,6 +118,12 @@ def make_case(stage: str, n: int, reference_path: Optional[str]) -> Callable[[],
             # the reference pops its rotated orders off the list it is given
             return model(x, pos, batch, edge_index, tree_idx=tree.index, tree_mask=tree.mask,
                          tree_idx_rot=list(tree.rotated))
+    elif name in BASELINES:
+        model = baseline(name)
+        edge_index = knn_graph(pos, KNN, loop=True) if name == "mpnn" else None
+
+        def call():
+            return model(x, pos, None, edge_index)
     else:
         model = Erwin.from_preset(PRESET, **({"activation_checkpointing": True} if stage == "train-ckpt" else {}))
 
@@ -186,7 +210,8 @@ def tables(results: dict, stages: List[str], sizes: List[int], fit_from: int, ma
             ours, theirs = (results.get(s, {}).get(str(n), {}).get("ms") for s in ("knn", "ckdtree"))
             row.append(f"{theirs / ours:.2f}x" if ours and theirs else "-")
     rows.append([f"exponent (2^{int(math.log2(fit_from))}+)"] + slopes("ms") + [""] * (len(header) - len(stages) - 1))
-    print_table(f"Time (ms), one cloud, {PRESET}", header, rows, markdown)
+    what = f"{PRESET}" + (" (baselines: their MD size)" if any(s.split("-")[0] in BASELINES for s in stages) else "")
+    print_table(f"Time (ms), one cloud, {what}", header, rows, markdown)
 
     header = ["n"] + [f"{stage} MB (B/point)" for stage in stages]
     rows = [[f"2^{int(math.log2(n))}"] + [
@@ -194,7 +219,7 @@ def tables(results: dict, stages: List[str], sizes: List[int], fit_from: int, ma
         if "peak_mb" in results.get(stage, {}).get(str(n), {}) else cell(stage, n, "peak_mb") for stage in stages]
         for n in sizes]
     rows.append([f"exponent (2^{int(math.log2(fit_from))}+)"] + slopes("peak_mb"))
-    print_table(f"Peak memory (MB, bytes per point), one cloud, {PRESET}", header, rows, markdown)
+    print_table(f"Peak memory (MB, bytes per point), one cloud, {what}", header, rows, markdown)
 
 
 def main():
@@ -202,6 +227,8 @@ def main():
     parser.add_argument("--min-log2", type=int, default=12)
     parser.add_argument("--max-log2", type=int, default=23)
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--models", nargs="+", default=["erwin"], choices=("erwin",) + BASELINES,
+                        help="erwin runs --stages; each baseline its stages of --stages among infer and train")
     parser.add_argument("--reference", default=os.environ.get("ERWIN_REFERENCE"),
                         help="checkout of the reference code (default: $ERWIN_REFERENCE); without it the ref-* "
                              "stages are left out")
@@ -217,7 +244,12 @@ def main():
         print(json.dumps(run_case(json.loads(args.case))))
         return
 
-    stages = [stage for stage in args.stages if args.reference or not stage.startswith("ref-")]
+    stages = [stage for stage in args.stages if args.reference or not stage.startswith("ref-")] \
+        if "erwin" in args.models else []
+    stages += [f"{name}-{stage}" for name in args.models if name != "erwin"
+               for stage in args.stages if stage in BASELINE_STAGES]
+    if not stages:
+        parser.error("nothing to run: the baselines run the stages infer and train only")
     sizes = [2**k for k in range(args.min_log2, args.max_log2 + 1)]
     results = {}
     if os.path.exists(args.results):

@@ -428,3 +428,21 @@ def test_damaged_processed_file_names_it(tmp_path):
         Airfoil(str(tmp_path), split="test", log=False)
     after = Airfoil(str(tmp_path), split="test", force_reload=True, log=False)[0]
     assert torch.equal(before.y, after.y)
+
+
+@pytest.mark.parametrize("write, centre, spread, field, channels", [
+    (write_airfoil, (1.5, 0.0), (20.0, 20.0), (0.8, 0.14), 5),
+    (write_pipe, (5.0, 0.0), (10.0, 2.0), (0.17, 0.08), 3)])
+def test_smooth_fixture_fields_follow_the_positions(write, centre, spread, field, channels, tmp_path):
+    """``smooth=True``: channel c is a wave over the positions (plus 1 % noise), so a model can learn it;
+    the positions are those of the noise fixture."""
+    raw = write(str(tmp_path / "smooth"), num_samples=6, grid=(9, 5), smooth=True)
+    noise = write(str(tmp_path / "noise"), num_samples=6, grid=(9, 5))
+    np.testing.assert_array_equal(raw["X"], noise["X"])
+    np.testing.assert_array_equal(raw["Y"], noise["Y"])
+    a, b = (raw["X"] - centre[0]) / spread[0], (raw["Y"] - centre[1]) / spread[1]
+    for c in range(channels):
+        wave = np.sin(2 * np.pi * a + c) * np.cos(np.pi * b + 0.5 * c)
+        residual = raw["Q"][:, c] - (field[0] + field[1] * wave)
+        assert np.abs(residual).max() < 0.05 * field[1]
+        assert 0.005 * field[1] < residual.std() < 0.02 * field[1]

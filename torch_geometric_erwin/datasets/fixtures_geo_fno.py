@@ -9,6 +9,9 @@ dataset code. The sample counts default to the smallest the benchmarks' splits
 need (the published files hold more); the grids are small by default and
 configurable (pass the real shape to write real-sized samples). Values are
 drawn from a seeded generator around the published normalisation constants.
+The grid writers' ``smooth=True`` writes fields that are a smooth function of
+the grid point's position instead of noise: something a model can learn, for
+comparisons of models on the benchmark's formats (``benchmarks/compare.py``).
 """
 from __future__ import annotations
 
@@ -36,42 +39,49 @@ def _write_npy(path: str, array: np.ndarray) -> None:
 
 def _write_grid(raw_dir: str, names: Sequence[str], num_samples: int, grid: Sequence[int],
                 channels: int, centre: Sequence[float], spread: Sequence[float],
-                field: Sequence[float], seed: int, dtype) -> Dict[str, np.ndarray]:
+                field: Sequence[float], seed: int, dtype, smooth: bool = False) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     h, w = grid
     u, v = np.meshgrid(np.linspace(0.0, 1.0, w), np.linspace(0.0, 1.0, h))       # [H, W]
     shift = rng.normal(size=(num_samples, 2, 1, 1))
-    arrays = {
-        "X": (centre[0] + spread[0] * (u - 0.5 + 0.1 * shift[:, 0])).astype(dtype),
-        "Y": (centre[1] + spread[1] * (v - 0.5 + 0.1 * shift[:, 1])).astype(dtype),
-        "Q": rng.normal(field[0], field[1], size=(num_samples, channels, h, w)).astype(dtype),
-    }
+    a, b = u - 0.5 + 0.1 * shift[:, 0], v - 0.5 + 0.1 * shift[:, 1]               # [S, H, W]
+    if smooth:
+        # channel c: a wave over the (shifted) grid, so every sample's field follows from its positions
+        phase = np.arange(channels)[None, :, None, None]
+        wave = np.sin(2 * np.pi * a[:, None] + phase) * np.cos(np.pi * b[:, None] + 0.5 * phase)
+        values = field[0] + field[1] * wave + 0.01 * field[1] * rng.normal(size=wave.shape)
+    else:
+        values = rng.normal(field[0], field[1], size=(num_samples, channels, h, w))
+    arrays = {"X": (centre[0] + spread[0] * a).astype(dtype), "Y": (centre[1] + spread[1] * b).astype(dtype),
+              "Q": values.astype(dtype)}
     for key, name in zip("XYQ", names):
         _write_npy(osp.join(raw_dir, name), arrays[key])
     return arrays
 
 
 def write_airfoil(raw_dir: str, num_samples: int = 1200, grid: Sequence[int] = (5, 3), seed: int = 0,
-                  dtype=np.float64) -> Dict[str, np.ndarray]:
+                  dtype=np.float64, smooth: bool = False) -> Dict[str, np.ndarray]:
     r"""Writes ``airfoil/naca/NACA_Cylinder_{X,Y}.npy`` ``[S, H, W]`` and
     ``NACA_Cylinder_Q.npy`` ``[S, 5, H, W]`` (the real grid is 221 x 51).
+    With ``smooth`` the fields are waves over the grid (a function of the positions), else noise.
 
     Returns ``{"X", "Y", "Q"}``.
     """
     return _write_grid(raw_dir, [f"airfoil/naca/NACA_Cylinder_{k}.npy" for k in "XYQ"], num_samples,
-                       grid, 5, (1.5, 0.0), (20.0, 20.0), (0.8, 0.14), seed, dtype)
+                       grid, 5, (1.5, 0.0), (20.0, 20.0), (0.8, 0.14), seed, dtype, smooth)
 
 
 def write_pipe(raw_dir: str, num_samples: int = 1200, grid: Sequence[int] = (130, 3), seed: int = 0,
-               dtype=np.float64) -> Dict[str, np.ndarray]:
+               dtype=np.float64, smooth: bool = False) -> Dict[str, np.ndarray]:
     r"""Writes ``pipe/Pipe_{X,Y}.npy`` ``[S, H, W]`` and ``pipe/Pipe_Q.npy``
     ``[S, 3, H, W]`` (the real grid is 129 x 129; the default 130 rows are
-    enough for the dataset's ``[:128, :128]`` crop to drop rows).
+    enough for the dataset's ``[:128, :128]`` crop to drop rows). With ``smooth`` the
+    fields are waves over the grid (a function of the positions), else noise.
 
     Returns ``{"X", "Y", "Q"}``.
     """
     return _write_grid(raw_dir, [f"pipe/Pipe_{k}.npy" for k in "XYQ"], num_samples, grid, 3,
-                       (5.0, 0.0), (10.0, 2.0), (0.17, 0.08), seed, dtype)
+                       (5.0, 0.0), (10.0, 2.0), (0.17, 0.08), seed, dtype, smooth)
 
 
 def write_elasticity(raw_dir: str, num_samples: int = 1210, num_points: int = 10, seed: int = 0,

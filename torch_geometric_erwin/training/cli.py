@@ -21,6 +21,7 @@ the program with one line on stderr and exit status 2, never a traceback (``--de
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -122,8 +123,24 @@ def mpnn_backbone(in_channels: int, size: str, experiment: "Experiment") -> nn.M
     return MPNN(in_channels, hidden, layers, dim=experiment.dim)
 
 
+def baseline_backbone(module: str, name: str) -> BackboneFactory:
+    """The baseline ``name`` of :mod:`torch_geometric_erwin.nn.models.<module>`: its preset
+    ``<experiment.preset>-<size>`` where it has one, else its generic ``size_config(size)``; in the
+    experiment's dimension."""
+    def factory(in_channels: int, size: str, experiment: "Experiment") -> nn.Module:
+        models = importlib.import_module(f"torch_geometric_erwin.nn.models.{module}")
+        preset = f"{experiment.preset}-{size}"
+        config = dict(models.PRESETS[preset]) if preset in models.PRESETS else models.size_config(size)
+        return getattr(models, name)(in_channels, **{**config, "dimensionality": experiment.dim})
+    factory.__doc__ = f"The {name} baseline: its preset for the experiment and size, or its generic size."
+    return factory
+
+
 DEFAULT_BACKBONES: Dict[str, BackboneFactory] = {
-    "erwin": erwin_backbone, "erwin-nsa": erwin_nsa_backbone, "mpnn": mpnn_backbone}
+    "erwin": erwin_backbone, "erwin-nsa": erwin_nsa_backbone, "mpnn": mpnn_backbone,
+    "transolver": baseline_backbone("transolver", "Transolver"),
+    "pointnet2": baseline_backbone("pointnet2", "PointNet2"),
+    "ptv3": baseline_backbone("serialized_transformer", "SerializedTransformer")}
 
 
 @dataclass
@@ -141,7 +158,7 @@ class Experiment:
         layout: the expected layout under ``--data``, for error messages.
         nsa_preset: name of the Erwin NSA preset, if the NSA paper has one.
         sizes: the sizes ``--size`` accepts.
-        backbones: model name -> factory (defaults: erwin, erwin-nsa, mpnn).
+        backbones: model name -> factory (defaults: erwin, erwin-nsa, mpnn, transolver, pointnet2, ptv3).
         default_models: what ``--model`` trains when not given.
         default_data: ``--data`` default (``None``: required).
         add_arguments: adds experiment-specific options to the parser.

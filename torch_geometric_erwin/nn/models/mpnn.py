@@ -9,7 +9,7 @@ from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
 from torch_geometric_erwin.nn.models.serialization import Configurable
-from torch_geometric_erwin.tree.validation import check_edge_index, check_tensor
+from torch_geometric_erwin.nn.models._baseline import check_inputs
 
 
 def _mlp(in_channels: int, hidden_channels: int, out_channels: int, num_layers: int,
@@ -96,6 +96,9 @@ class MPNN(Configurable, nn.Module):
     :math:`\mathbf{p}_i - \mathbf{p}_j` (receiver minus sender), as in the reference; then ``num_layers``
     :class:`InteractionLayer` steps update nodes and edges with residual
     connections (the last step updates nodes only: nothing reads its edges), and an optional linear layer maps the nodes to ``out_channels``.
+    The inputs get Erwin's checks and messages (shapes, dtypes, NaN/Inf in ``x`` and ``pos``, a sorted
+    ``batch``, edges within the nodes and graphs); ``batch`` is only checked: the edges alone decide which
+    nodes interact.
 
     Args:
         in_channels: node input features :math:`F`.
@@ -150,10 +153,10 @@ class MPNN(Configurable, nn.Module):
         if pos is None or edge_index is None:
             raise ValueError("MPNN needs pos and edge_index (give a graph, e.g. from a kNN or radius "
                              "transform)")
-        check_tensor("x", x, ("num_nodes", self.in_channels), floating=True)
-        check_tensor("pos", pos, (x.size(0), self.dim), floating=True)
-        check_edge_index(edge_index, x.size(0))
+        # Erwin's checks and messages; a batch, when given, must be sorted and hold every edge within a graph
+        check_inputs(x, pos, batch, edge_index, self.in_channels, self.dim, self.node_encoder[0].weight.dtype)
         h = self.node_encoder(x)
+        pos = pos.to(x.dtype)  # positions of any floating dtype, as for Erwin
         e = self.edge_encoder(pos[edge_index[1]] - pos[edge_index[0]])
         for layer in self.layers:
             h, e = layer(h, e, edge_index)
