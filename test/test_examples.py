@@ -207,3 +207,35 @@ def test_missing_optional_packages_stop_the_run_before_any_work(tmp_path, capsys
         status = example.run(example.EXPERIMENT, ["--out", str(tmp_path / "out"), "--steps", "1", *extra])
         err = capsys.readouterr().err
         assert status == 2 and f"{missing} is not installed" in err and hint in err
+
+
+def test_a_model_the_experiment_cannot_build_stops_the_run_before_any_training(tmp_path, capsys):
+    """eagle has no Erwin NSA configuration: asking for it after mpnn fails before mpnn trains or data load."""
+    data = str(tmp_path / "data")
+    extra = write_eagle(data)
+    err = _bad("eagle", ["--data", data, *extra, *_fast_args(tmp_path, "mpnn"), "--model", "mpnn", "erwin-nsa"],
+               capsys)
+    assert "erwin-nsa has no preset for eagle" in err
+    assert not (tmp_path / "out").exists()
+    err = _bad("nbody", [*_fast_args(tmp_path, "mpnn"), "--activation-checkpointing"], capsys)
+    assert "mpnn has no activation checkpointing" in err and not (tmp_path / "out").exists()
+
+
+def test_results_are_merged_by_model_with_a_csv(tmp_path, capsys):
+    """Training mpnn, then erwin, then mpnn again into one --out keeps one row per model (the latest run's) in
+    results.json, results.md and results.csv."""
+    import csv
+    for model, seed in (("mpnn", "1"), ("erwin", "1"), ("mpnn", "2")):
+        assert _nbody(tmp_path, "--steps", "1", "--eval-limit", "2", "--model", model, "--seed", seed) == 0, \
+            capsys.readouterr().err
+    out = tmp_path / "out"
+    rows = json.loads((out / "results.json").read_text())
+    assert [row["model"] for row in rows] == ["mpnn", "erwin"] and rows[0]["config"]["seed"] == 2
+    table = (out / "results.md").read_text().splitlines()
+    assert len(table) == 4 and table[2].startswith("| mpnn |") and table[3].startswith("| erwin |")
+    with open(out / "results.csv") as handle:
+        records = list(csv.DictReader(handle))
+    assert [r["model"] for r in records] == ["mpnn", "erwin"]
+    for record, row in zip(records, rows):
+        assert float(record["test_mse"]) == row["test"]["mse"] and int(record["steps"]) == 1
+        assert int(record["num_parameters"]) == row["num_parameters"] and record["experiment"] == "nbody"

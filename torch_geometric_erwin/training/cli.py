@@ -7,7 +7,8 @@ other on the same data), ``--out``, the optimisation settings (defaulting to the
 values), ``--resume``, ``--compile``, ``--amp``, ``--device``, ``--seed`` and logging
 switches; it works under ``torchrun``. Each model's run goes to ``OUT/<model>/``
 (``metrics.csv``, ``tensorboard/``, ``checkpoints/``, ``results.json``); ``OUT/`` gets
-``results.json`` and ``results.md`` (one row per model), ``loss_curves.png`` and
+``results.json``, ``results.md`` and ``results.csv`` (one row per model, merged with the rows of
+earlier runs into the same ``OUT/``, so training one model again keeps the others'), ``loss_curves.png`` and
 ``ball_tree.png`` (the ball-tree partition of the first training sample).
 
 ``<example>.py predict --checkpoint OUT/<model>/checkpoints/best.pt --split test`` writes a trained
@@ -21,6 +22,8 @@ the program with one line on stderr and exit status 2, never a traceback (``--de
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import re
@@ -34,6 +37,7 @@ import torch
 from torch import nn
 from torch_geometric.io import fs
 
+from torch_geometric_erwin.datasets.io.atomic import atomic_json, atomic_write
 from torch_geometric_erwin.training.checkpoint import seed_everything
 from torch_geometric_erwin.training.distributed import (DistributedContext, destroy_distributed,
                                                         init_distributed)
@@ -291,10 +295,43 @@ def _check_root(experiment: Experiment, root: str) -> None:
 
 
 def _write_json(path: str, payload: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
+    atomic_json(payload, path)
+
+
+def merge_results(path: str, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The rows of ``path`` (an earlier ``results.json`` of the same ``--out``) with this run's rows in place
+    of the same models' and new models appended, so that training one model again keeps the others' rows.
+    A file that does not parse is replaced (with a note on stderr)."""
+    merged: List[Dict[str, Any]] = []
+    if os.path.isfile(path):
+        try:
+            with open(path) as handle:
+                merged = [row for row in json.load(handle) if isinstance(row, dict) and "model" in row]
+        except (ValueError, TypeError) as error:
+            print(f"note: {path} does not parse ({error}); writing a new one", file=sys.stderr)
+            merged = []
+    by_model = {row["model"]: row for row in merged}
+    by_model.update((row["model"], row) for row in rows)  # a model's new row keeps its old row's place
+    return list(by_model.values())
+
+
+def _metric_names(rows: List[Dict[str, Any]]) -> List[str]:
+    return sorted({k for row in rows for k, v in row.get("test", {}).items() if not isinstance(v, list)})
+
+
+def results_csv(rows: List[Dict[str, Any]]) -> str:
+    """The rows of :func:`results_table` as CSV, with the experiment and size, values unrounded."""
+    names = _metric_names(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["experiment", "model", "size", *[f"test_{name}" for name in names], "num_parameters",
+                     "steps", "wall_time_s", "train_time_s"])
+    for row in rows:
+        test = row.get("test", {})
+        writer.writerow([row.get("experiment", ""), row["model"], row.get("size", ""),
+                         *[test.get(name, "") for name in names], row["num_parameters"], row["steps"],
+                         row["wall_time_s"], row.get("train_time_s", "")])
+    return buffer.getvalue()
 
 
 def _fmt(value: Any) -> str:
@@ -303,8 +340,7 @@ def _fmt(value: Any) -> str:
 
 def results_table(rows: List[Dict[str, Any]]) -> str:
     """A Markdown table: model, test metrics, parameters, steps, wall time."""
-    metric_names = sorted({k for row in rows for k, v in row.get("test", {}).items()
-                           if not isinstance(v, list)})
+    metric_names = _metric_names(rows)
     header = ["model", *[f"test {name}" for name in metric_names], "parameters", "steps", "wall time (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -371,6 +407,20 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
     return rows
 
 
+#: Input width the backbones are built with by :func:`check_models` (any width builds the same model).
+_PROBE_WIDTH = 8
+
+
+def check_models(experiment: Experiment, args: argparse.Namespace) -> None:
+    """Build every ``--model``'s backbone once, at a placeholder input width, before any data or training
+    work: a model the experiment cannot build (``erwin-nsa`` where neither paper has a configuration, an
+    option it does not take) stops the run before the models listed before it have trained."""
+    for model_name in args.model:
+        backbone = experiment.backbones[model_name](_PROBE_WIDTH, args.size, experiment)
+        if getattr(args, "activation_checkpointing", False):
+            with_activation_checkpointing(backbone, model_name)
+
+
 def check_run_dependencies(args: argparse.Namespace) -> None:
     """Raise :class:`ImportError` before any data or training work for an optional package this run will
     need: matplotlib (the run's plots), tensorboard (unless ``--no-tensorboard``) and wandb (``--wandb``).
@@ -391,6 +441,7 @@ def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[D
     from torch_geometric_erwin.training.plots import plot_first_sample_tree, plot_loss_curves
     args = resolve_resume(parse_args(experiment, argv))
     check_run_dependencies(args)
+    check_models(experiment, args)
     if experiment.default_data is None:
         _check_root(experiment, args.data)
     context = init_distributed(args.device)
@@ -403,11 +454,14 @@ def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[D
         rows = train_models(experiment, args, context, splits)
         if context.is_main:
             os.makedirs(args.out, exist_ok=True)
-            _write_json(os.path.join(args.out, "results.json"), rows)
-            table = results_table(rows)
-            with open(os.path.join(args.out, "results.md"), "w") as handle:
+            merged = merge_results(os.path.join(args.out, "results.json"), rows)
+            _write_json(os.path.join(args.out, "results.json"), merged)
+            table = results_table(merged)
+            with atomic_write(os.path.join(args.out, "results.md"), "w") as handle:
                 handle.write(table + "\n")
-            plot_loss_curves({name: os.path.join(args.out, name, "metrics.csv") for name in args.model},
+            with atomic_write(os.path.join(args.out, "results.csv"), "w") as handle:
+                handle.write(results_csv(merged))
+            plot_loss_curves({row["model"]: os.path.join(args.out, row["model"], "metrics.csv") for row in merged},
                              os.path.join(args.out, "loss_curves.png"))
             plot_first_sample_tree(splits[0][0], os.path.join(args.out, "ball_tree.png"))
             print(table)
