@@ -26,6 +26,7 @@ from torch_geometric.loader import DataLoader
 
 from torch_geometric_erwin.nn.models.serialization import atomic_save, load_file
 from torch_geometric_erwin.training.distributed import resolve_device
+from torch_geometric_erwin.training.loggers import Progress
 
 SPLITS = ("train", "val", "test")
 
@@ -46,6 +47,7 @@ def build_predict_parser(experiment) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--eval-limit", type=_positive_int, default=None, metavar="N",
                         help="predict the first N graphs of the split only")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -132,8 +134,12 @@ def predict(experiment, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     outputs, metrics, num_nodes = [], {}, []
     batch_size = args.batch_size or run_record.get("eval_batch_size") or run_record.get("batch_size") or 1
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    progress = Progress(len(loader), desc=f"predict {args.split}", enabled=not args.no_progress, every=None,
+                        unit="batch")
+    task.show_progress = not args.no_progress
     with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        for index, batch in enumerate(loader):
             batch = batch.to(device)
             out = task(batch)
             for key, value in task.metrics(batch, out).items():
@@ -142,6 +148,8 @@ def predict(experiment, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             num_nodes.append(batch.num_nodes)
             ptr = batch.ptr.diff().cpu()
             metrics.setdefault("_nodes", []).append(ptr)
+            progress.update(index + 1)
+    progress.close()
     if not outputs:
         raise UsageError(f"the {args.split} split is empty")
     counts = torch.cat(metrics.pop("_nodes"))

@@ -200,20 +200,31 @@ class Trainer:
                           num_workers=self.config.num_workers)
 
     @torch.no_grad()
-    def evaluate(self, dataset: Dataset) -> Dict[str, Tensor]:
-        """Mean over the samples of ``dataset`` of every per-graph metric of the task."""
+    def evaluate(self, dataset: Dataset, desc: str = "eval") -> Dict[str, Tensor]:
+        """Mean over the samples of ``dataset`` of every per-graph metric of the task, with a progress
+        bar over the batches (and the task's own, such as a rollout's over frames) labelled ``desc``."""
         was_training = self.task.training
         self.task.eval()
         sums: Dict[str, Tensor] = {}
         count = torch.zeros((), dtype=torch.float64, device=self.device)
-        for batch in self._eval_loader(dataset):
-            batch = batch.to(self.device)
-            with self.autocast():
-                metrics = self.task.evaluate(batch)
-            for key, value in metrics.items():
-                total = value.double().sum(dim=0)
-                sums[key] = sums[key] + total if key in sums else total
-            count += batch.num_graphs
+        loader = self._eval_loader(dataset)
+        enabled = self.config.progress and self.context.is_main
+        progress = Progress(len(loader), desc=f"{self.name} {desc}", enabled=enabled, every=None, unit="batch",
+                            leave=False)
+        self.task.show_progress = enabled
+        try:
+            for index, batch in enumerate(loader):
+                batch = batch.to(self.device)
+                with self.autocast():
+                    metrics = self.task.evaluate(batch)
+                for key, value in metrics.items():
+                    total = value.double().sum(dim=0)
+                    sums[key] = sums[key] + total if key in sums else total
+                count += batch.num_graphs
+                progress.update(index + 1)
+        finally:
+            progress.close()
+            self.task.show_progress = False
         if was_training:
             self.task.train()
         keys = sorted(sums)
@@ -284,7 +295,7 @@ class Trainer:
                 progress.update(self.step, loss=loss)
                 if self.val_set is not None and (self.step % config.val_every == 0
                                                  or self.step == config.steps):
-                    metrics = self.evaluate(self.val_set)
+                    metrics = self.evaluate(self.val_set, "val")
                     scalars = {k: v.item() for k, v in metrics.items() if v.dim() == 0}
                     if logger is not None:
                         logger.log(self.step, "val", scalars)
@@ -317,7 +328,7 @@ class Trainer:
         self.context.barrier()
         if os.path.isfile(self.best_path):
             self.task.load_state_dict(load_checkpoint(self.best_path, str(self.device))["model"])
-        metrics = self.evaluate(self.test_set)
+        metrics = self.evaluate(self.test_set, "test")
         return {k: v.item() if v.dim() == 0 else v.tolist() for k, v in metrics.items()}
 
 
