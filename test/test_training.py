@@ -172,3 +172,21 @@ def test_compiled_training_matches_eager(tmp_path):
     eager = _trainer(tmp_path / "eager", steps=3).fit()
     compiled = _trainer(tmp_path / "compiled", steps=3, compile=True).fit()
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-4)
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_checkpoint(tmp_path):
+    from torch_geometric_erwin.training.checkpoint import load_checkpoint, save_checkpoint
+
+    path = str(tmp_path / "last.pt")
+    save_checkpoint(path, step=3, weights=torch.arange(4.0))
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    # The failure comes after part of the archive has been streamed to the temporary file.
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, step=4, weights=torch.arange(1 << 16, dtype=torch.float64), tail=Unpicklable())
+    assert os.listdir(tmp_path) == ["last.pt"]
+    state = load_checkpoint(path)
+    assert state["step"] == 3 and torch.equal(state["weights"], torch.arange(4.0))

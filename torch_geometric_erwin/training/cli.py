@@ -294,10 +294,6 @@ def _check_root(experiment: Experiment, root: str) -> None:
                          f"there (layout: {experiment.layout}) or pass --data")
 
 
-def _write_json(path: str, payload: Any) -> None:
-    atomic_json(payload, path)
-
-
 def merge_results(path: str, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The rows of ``path`` (an earlier ``results.json`` of the same ``--out``) with this run's rows in place
     of the same models' and new models appended, so that training one model again keeps the others' rows.
@@ -400,7 +396,7 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
         if experiment.report is not None and context.is_main:
             row.update(experiment.report(task, trainer, summary, args, out_dir))
         if context.is_main:
-            _write_json(os.path.join(out_dir, "results.json"), row)
+            atomic_json(row, os.path.join(out_dir, "results.json"))
             plot_loss_curves({model_name: os.path.join(out_dir, "metrics.csv")},
                              os.path.join(out_dir, "loss_curves.png"))
         rows.append(row)
@@ -455,7 +451,7 @@ def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[D
         if context.is_main:
             os.makedirs(args.out, exist_ok=True)
             merged = merge_results(os.path.join(args.out, "results.json"), rows)
-            _write_json(os.path.join(args.out, "results.json"), merged)
+            atomic_json(merged, os.path.join(args.out, "results.json"))
             table = results_table(merged)
             with atomic_write(os.path.join(args.out, "results.md"), "w") as handle:
                 handle.write(table + "\n")
