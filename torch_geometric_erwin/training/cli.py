@@ -196,6 +196,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     defaults = TrainConfig(**experiment.train)
     parser = _Parser(prog=f"{experiment.name}.py", description=experiment.description,
@@ -242,6 +249,12 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     run.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     run.add_argument("--eval-limit", type=_positive_int, default=None, metavar="N",
                      help="validate and test on the first N samples of each split only (a quick check)")
+    run.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                     help="write the resumable OUT/<model>/checkpoints/last.pt every N steps (default: at each "
+                          "validation); it is also written before the first step, at the end, and on the time "
+                          "cadence of --checkpoint-seconds")
+    run.add_argument("--checkpoint-seconds", type=_positive_float, default=TrainConfig.checkpoint_seconds, metavar="S",
+                     help="also write last.pt after any step ending S seconds or more after the previous write")
     run.add_argument("--resume", action="store_true",
                      help="continue from OUT/<model>/checkpoints/last.pt with its saved options (changed ones are "
                           "refused, see the docs); --steps N extends the run")
@@ -282,7 +295,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
                        lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
                        eta_min=args.eta_min, warmup_ratio=args.warmup_ratio,
-                       max_grad_norm=args.max_grad_norm, val_every=args.val_every, seed=args.seed,
+                       max_grad_norm=args.max_grad_norm, val_every=args.val_every,
+                       checkpoint_every=args.checkpoint_every, checkpoint_seconds=args.checkpoint_seconds,
+                       seed=args.seed,
                        amp=None if args.amp == "none" else args.amp, compile=args.compile,
                        num_workers=args.num_workers, tensorboard=not args.no_tensorboard,
                        wandb_project=args.wandb, progress=not args.no_progress)
