@@ -15,7 +15,7 @@ from torch_geometric.loader import DataLoader
 from dataset_files import processed_files
 from torch_geometric_erwin.datasets import Cosmology, ShapeNetCar
 from torch_geometric_erwin.datasets.cosmology import decode_float_tensor, parse_example
-from torch_geometric_erwin.datasets.fixtures_cosmology_shapenet import (
+from torch_geometric_erwin.testing import (
     encode_example,
     encode_tensor_proto,
     tfrecord_frame,

@@ -2,6 +2,7 @@
 checked against the written arrays and the published constants."""
 import argparse
 import importlib.util
+import os
 import os.path as osp
 
 import numpy as np
@@ -11,9 +12,8 @@ from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 
 from dataset_files import processed_files
-from torch_geometric_erwin.datasets.fixtures_geo_fno import (write_airfoil, write_elasticity, write_pipe,
-                                                             write_plasticity)
 from torch_geometric_erwin.datasets.geo_fno import Airfoil, Elasticity, Pipe, Plasticity
+from torch_geometric_erwin.testing import write_airfoil, write_elasticity, write_pipe, write_plasticity
 from torch_geometric_erwin.transforms import BallTreeTransform
 
 pytest.importorskip("scipy")
@@ -446,12 +446,17 @@ def test_examples_load_the_datasets(name, tmp_path):
     assert int(test[len(test) - 1].raw_index) == SPLITS[name][2][-1]
 
 
-def test_fixtures_module_exports_every_writer():
-    from torch_geometric_erwin.datasets import fixtures
-    for name in fixtures.__all__:
-        assert callable(getattr(fixtures, name))
-    assert {"write_cosmology", "write_polymer_md", "write_eagle", "write_shapenet_car", "write_airfoil",
-            "write_pipe", "write_elasticity", "write_plasticity"} <= set(fixtures.__all__)
+def test_testing_package_has_a_writer_for_every_raw_file_dataset_and_the_package_ships_none():
+    import torch_geometric_erwin.datasets as datasets
+    import torch_geometric_erwin.testing as testing
+    writers = {"Airfoil": "write_airfoil", "Cosmology": "write_cosmology", "EAGLE": "write_eagle",
+               "Elasticity": "write_elasticity", "Pipe": "write_pipe", "Plasticity": "write_plasticity",
+               "PolymerMD": "write_polymer_md", "ShapeNetCar": "write_shapenet_car"}
+    generated = {"SyntheticNBody", "ProcessedFileError"}  # generated data; an exception
+    assert set(datasets.__all__) - generated == set(writers)
+    assert all(callable(getattr(testing, writers[name])) for name in writers)
+    folder = os.path.dirname(datasets.__file__)
+    assert not [f for f in os.listdir(folder) if f.startswith("fixtures")]
 
 
 def test_damaged_processed_file_names_it(tmp_path):

@@ -12,7 +12,7 @@ from torch_geometric.transforms import Compose
 
 from dataset_files import processed_files
 from torch_geometric_erwin.datasets.eagle import EAGLE
-from torch_geometric_erwin.datasets.fixtures_md_eagle import write_eagle, write_polymer_md
+from torch_geometric_erwin.testing import write_eagle, write_polymer_md
 from torch_geometric_erwin.datasets.polymer_md import PolymerMD
 from torch_geometric_erwin.transforms import BallTreeTransform, RotatedTreeTransform
 

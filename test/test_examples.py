@@ -20,33 +20,33 @@ def load_example(name):
 
 
 def write_md(root):
-    from torch_geometric_erwin.datasets.fixtures_md_eagle import write_polymer_md
+    from torch_geometric_erwin.testing import write_polymer_md
     write_polymer_md(os.path.join(root, "raw"))
     return ["--seq-len", "4"]
 
 
 def write_eagle(root):
-    from torch_geometric_erwin.datasets.fixtures_md_eagle import write_eagle as write
+    from torch_geometric_erwin.testing import write_eagle as write
     write(os.path.join(root, "raw"))
     return ["--train-window", "3", "--test-window", "4"]
 
 
 def write_cosmology(root):
-    from torch_geometric_erwin.datasets.fixtures_cosmology_shapenet import write_cosmology as write
+    from torch_geometric_erwin.testing import write_cosmology as write
     write(os.path.join(root, "raw"))
     return ["--num-samples", "4", "--num-eval-samples", "2"]
 
 
 def write_shapenet_car(root):
-    from torch_geometric_erwin.datasets.fixtures_cosmology_shapenet import write_shapenet_car as write
+    from torch_geometric_erwin.testing import write_shapenet_car as write
     write(os.path.join(root, "raw"), cars_per_param=(99,) * 8 + (97,), num_points=24)  # the real 889 cars
     return []
 
 
 def geo_fno(name):
     def write(root):
-        from torch_geometric_erwin.datasets import fixtures_geo_fno
-        getattr(fixtures_geo_fno, f"write_{name}")(os.path.join(root, "raw"))
+        import torch_geometric_erwin.testing as testing
+        getattr(testing, f"write_{name}")(os.path.join(root, "raw"))
         return []
     return write
 
