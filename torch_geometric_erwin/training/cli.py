@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch_geometric.io import fs
 
-from torch_geometric_erwin.datasets.io.atomic import atomic_json, atomic_write
+from torch_geometric_erwin.datasets.io.atomic import atomic_json, atomic_write, temporary_path
 from torch_geometric_erwin.training.checkpoint import seed_everything
 from torch_geometric_erwin.training.distributed import (DistributedContext, destroy_distributed,
                                                         init_distributed)
@@ -94,9 +94,13 @@ def geo_fno_experiment(name: str, dataset: str, description: str, encoder: Calla
         return NodeRegression(backbone(width), encoder(width), out_channels=out_channels, loss="rel_l2",
                               denormalize=lambda v: dataset_class().denormalize(v))
 
+    def synthetic_data(raw_dir):
+        import torch_geometric_erwin.testing as testing
+        getattr(testing, f"write_{name}")(raw_dir)
+
     return Experiment(name=name, description=description, dim=2, preset=name, sizes=("small",), train=train,
                       load=load, build_task=build_task,
-                      layout=f"raw/{layout} (Geo-FNO 'PDE Benchmarks' folder)")
+                      layout=f"raw/{layout} (Geo-FNO 'PDE Benchmarks' folder)", synthetic_data=synthetic_data)
 
 
 class UsageError(Exception):
@@ -153,6 +157,11 @@ class Experiment:
             after testing (rank 0).
         time_budget: ``--time-budget`` default: seconds of training per model, or a dict
             model name -> seconds (``None``: use ``--steps``).
+        synthetic_data: ``(raw_dir) -> Any``: writes tiny raw files in the benchmark's real format and
+            layout under ``raw_dir`` (a writer of :mod:`torch_geometric_erwin.testing`), for
+            ``--synthetic``; ``None`` where the data are generated anyway.
+        synthetic_options: the experiment's options that ``--synthetic`` sets where they are not given
+            (``dict(seq_len=4)``: what the tiny files need), on top of :data:`SYNTHETIC_TRAINING`.
     """
 
     name: str
@@ -171,6 +180,12 @@ class Experiment:
     add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
     report: Optional[Callable[..., Dict[str, Any]]] = None
     time_budget: Optional[Union[float, Dict[str, float]]] = None
+    synthetic_data: Optional[Callable[[str], Any]] = None
+    synthetic_options: Dict[str, Any] = field(default_factory=dict)
+
+
+#: What ``--synthetic`` sets where not given: a run of about a minute on a few tiny samples.
+SYNTHETIC_TRAINING = dict(steps=10, batch_size=2, eval_batch_size=2, val_every=5, eval_limit=4)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -209,8 +224,16 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
                      formatter_class=_HelpFormatter,
                      epilog=f"To predict with a trained run: {experiment.name}.py predict --checkpoint "
                             f"OUT/<model>/checkpoints/best.pt --split test (see {experiment.name}.py predict --help)")
-    parser.add_argument("--data", default=experiment.default_data, required=experiment.default_data is None,
-                        help="dataset root (local path or any fsspec URL); layout: " + experiment.layout)
+    parser.add_argument("--data", default=experiment.default_data,
+                        help="dataset root (local path or any fsspec URL); layout: " + experiment.layout
+                             + ("" if experiment.default_data else " (required unless --synthetic)"))
+    parser.add_argument("--synthetic", action="store_true",
+                        help="try the script in about a minute without the real data: tiny generated files in "
+                             "the real format and layout (torch_geometric_erwin.testing), written to --data "
+                             "(default: OUT/synthetic-data) unless already there, and "
+                             + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                                         {**SYNTHETIC_TRAINING, **experiment.synthetic_options}.items())
+                             + " where not given")
     parser.add_argument("--size", default="small", choices=list(experiment.sizes), help="model size preset")
     parser.add_argument("--model", nargs="+", default=list(experiment.default_models),
                         choices=sorted(experiment.backbones), help="model(s) to train, one after the other")
@@ -280,6 +303,18 @@ def parse_args(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> 
     parser = build_parser(experiment)
     args = parser.parse_args(argv)
     args._given = given_options(parser, argv)
+    if args.synthetic:
+        synthetic = {**SYNTHETIC_TRAINING, **experiment.synthetic_options}
+        if "time_budget" in args._given:
+            synthetic.pop("steps")
+        for key, value in synthetic.items():
+            if key not in args._given:
+                setattr(args, key, value)
+        if "data" not in args._given:
+            args.data = os.path.join(args.out, "synthetic-data")
+    elif args.data is None:
+        raise UsageError(f"--data is required: the {experiment.name} data root (layout: {experiment.layout}); "
+                         "or pass --synthetic to try the script on tiny generated files")
     if args.time_budget is not None and args.steps is not None:
         raise UsageError("give --steps or --time-budget, not both")
     if args.time_budget is not None and args.time_budget <= 0:
@@ -307,6 +342,23 @@ def _check_root(experiment: Experiment, root: str) -> None:
     if not fs.exists(root):
         raise UsageError(f"data root '{root}' does not exist; download the {experiment.name} data "
                          f"there (layout: {experiment.layout}) or pass --data")
+
+
+def write_synthetic_data(experiment: Experiment, root: str) -> None:
+    """``--synthetic``: the experiment's tiny raw files under ``root/raw``, unless already there. They are
+    written to a temporary folder beside it and moved in place whole, so an interrupted write leaves
+    nothing that a later run would take for complete."""
+    raw = root.rstrip("/") + "/raw"
+    if experiment.synthetic_data is None or fs.exists(raw):
+        return
+    filesystem = fs.get_fs(raw)
+    tmp = temporary_path(raw)
+    try:
+        experiment.synthetic_data(tmp)
+        filesystem.mv(tmp, raw, recursive=True)
+    finally:
+        if filesystem.exists(tmp):
+            filesystem.rm(tmp, recursive=True)
 
 
 def merge_results(path: str, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -453,7 +505,9 @@ def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[D
     args = resolve_resume(parse_args(experiment, argv))
     check_run_dependencies(args)
     check_models(experiment, args)
-    if experiment.default_data is None:
+    if args.synthetic:
+        write_synthetic_data(experiment, args.data)
+    elif experiment.default_data is None:
         _check_root(experiment, args.data)
     context = init_distributed(args.device)
     try:
