@@ -13,7 +13,8 @@ makes of them can be checked independently of the dataset code:
     written = write_airfoil("data/airfoil/raw")
     dataset = Airfoil("data/airfoil", split="train")
 
-The TFRecord helpers (:func:`encode_tensor_proto`, :func:`encode_example`, :func:`tfrecord_frame`,
+:func:`reference_state_dict` gives an ``Erwin``'s weights under the reference code's names, as a
+reference checkpoint holds them. The TFRecord helpers (:func:`encode_tensor_proto`, :func:`encode_example`, :func:`tfrecord_frame`,
 :func:`masked_crc32c`) build cosmology records by hand, e.g. damaged ones for a test of the reader.
 """
 
@@ -22,7 +23,8 @@ from torch_geometric_erwin.testing.cosmology_shapenet import (encode_example, en
                                                               write_shapenet_car)
 from torch_geometric_erwin.testing.geo_fno import write_airfoil, write_elasticity, write_pipe, write_plasticity
 from torch_geometric_erwin.testing.md_eagle import write_eagle, write_polymer_md
+from torch_geometric_erwin.testing.reference import reference_state_dict
 
-__all__ = ["encode_example", "encode_tensor_proto", "masked_crc32c", "tfrecord_frame", "write_airfoil",
-           "write_cosmology", "write_eagle", "write_elasticity", "write_pipe", "write_plasticity",
+__all__ = ["encode_example", "encode_tensor_proto", "masked_crc32c", "reference_state_dict", "tfrecord_frame",
+           "write_airfoil", "write_cosmology", "write_eagle", "write_elasticity", "write_pipe", "write_plasticity",
            "write_polymer_md", "write_shapenet_car"]
