@@ -14,8 +14,9 @@ makes of them can be checked independently of the dataset code:
     dataset = Airfoil("data/airfoil", split="train")
 
 :func:`reference_state_dict` gives an ``Erwin``'s weights under the reference code's names, as a
-reference checkpoint holds them. The TFRecord helpers (:func:`encode_tensor_proto`, :func:`encode_example`, :func:`tfrecord_frame`,
-:func:`masked_crc32c`) build cosmology records by hand, e.g. damaged ones for a test of the reader.
+reference checkpoint holds them. The TFRecord helpers (:func:`encode_tensor_proto`,
+:func:`encode_example`, :func:`tfrecord_frame`, :func:`masked_crc32c`) build cosmology records by hand,
+e.g. damaged ones for a test of the reader.
 """
 
 from torch_geometric_erwin.testing.cosmology_shapenet import (encode_example, encode_tensor_proto,

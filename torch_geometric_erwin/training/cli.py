@@ -16,6 +16,9 @@ run's predictions and metrics (:mod:`~torch_geometric_erwin.training.predict`). 
 run with its saved options, refusing changed ones, and ``--steps N`` extends it
 (:mod:`~torch_geometric_erwin.training.run_record`).
 
+``--synthetic`` runs a script without the real data: tiny files in the benchmark's real format
+(:mod:`torch_geometric_erwin.testing`) and a short run (:data:`SYNTHETIC_TRAINING`).
+
 Bad input (unknown choice, missing data root, a root without the expected layout) ends
 the program with one line on stderr and exit status 2, never a traceback (``--debug`` shows it).
 """
@@ -276,7 +279,8 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
                      help="write the resumable OUT/<model>/checkpoints/last.pt every N steps (default: at each "
                           "validation); it is also written before the first step, at the end, and on the time "
                           "cadence of --checkpoint-seconds")
-    run.add_argument("--checkpoint-seconds", type=_positive_float, default=TrainConfig.checkpoint_seconds, metavar="S",
+    run.add_argument("--checkpoint-seconds", type=_positive_float, default=TrainConfig.checkpoint_seconds,
+                     metavar="S",
                      help="also write last.pt after any step ending S seconds or more after the previous write")
     run.add_argument("--resume", action="store_true",
                      help="continue from OUT/<model>/checkpoints/last.pt with its saved options (changed ones are "
