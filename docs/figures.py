@@ -1,9 +1,13 @@
-"""Draws the figures of the concept pages with :func:`plot_ball_tree`.
+"""Draws the figures of the concept pages and the README's picture with :func:`plot_ball_tree`.
 
-Run by ``conf.py`` at every build (``draw_all(docs/_generated)``) and usable by
-hand: ``python docs/figures.py OUTPUT_FOLDER``. Nothing here is committed as an
-image; the pictures always show what the current tree engine builds.
+The concept pages' figures are drawn by ``conf.py`` at every build (``draw_all(docs/_generated)``, by hand
+``python docs/figures.py OUTPUT_FOLDER``) and never committed, so they always show what the current tree
+engine builds. The README's picture must be a committed file: ``python docs/figures.py --readme`` draws it
+(:data:`README_FIGURE`) from a preset model's own tree, and records a digest of that tree and of how it was
+drawn in the PNG's metadata; ``test/test_docs.py`` recomputes the digest, so a picture that no longer shows
+what the model builds fails the tests until it is drawn again.
 """
+import hashlib
 import math
 import os
 import sys
@@ -31,6 +35,39 @@ def torus_3d(num_points: int, seed: int = 0) -> torch.Tensor:
     u, v = 2 * math.pi * torch.rand(2, num_points, generator=generator)
     radius = 1.0 + 0.35 * v.cos()
     return torch.stack([radius * u.cos(), radius * u.sin(), 0.35 * v.sin()], dim=1)
+
+
+#: The README's picture, relative to the repository root.
+README_FIGURE = os.path.join("docs", "images", "readme_tree.png")
+#: The PNG metadata key holding :func:`readme_tree_digest`.
+DIGEST_KEY = "torch_geometric_erwin tree digest"
+_README_PRESET, _README_POINTS, _README_LEVELS = "eagle-small", 2048, [0, 1, 2]
+
+
+def readme_tree():
+    """``(pos, tree)``: a clumpy 2-D cloud and the tree the README's model (the ``eagle-small`` preset,
+    2-D) builds on it, rotated partitions included."""
+    from torch_geometric_erwin.nn import Erwin
+
+    pos = cloud_2d(_README_POINTS, seed=3)
+    return pos, Erwin.from_preset(_README_PRESET).build_tree(pos)
+
+
+def readme_tree_digest(tree) -> str:
+    """SHA-256 of what the README's picture shows: the preset, the levels drawn and the tree's slots."""
+    digest = hashlib.sha256(f"{_README_PRESET} {_README_POINTS} {_README_LEVELS}".encode())
+    for tensor in (tree.index, tree.mask, *tree.rotated):
+        digest.update(tensor.cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def draw_readme(path: str) -> str:
+    """Draw the README's picture into ``path`` with the tree's digest in its metadata; returns ``path``."""
+    pos, tree = readme_tree()
+    figure = plot_ball_tree(pos, tree, level=_README_LEVELS, rotated=True, show_coarse=False, point_size=4,
+                            panel_size=3.0)
+    figure.savefig(path, format="png", dpi=80, metadata={DIGEST_KEY: readme_tree_digest(tree)})
+    return path
 
 
 def draw_all(folder: str) -> list:
@@ -62,4 +99,9 @@ def draw_all(folder: str) -> list:
 
 
 if __name__ == "__main__":
-    print("\n".join(draw_all(sys.argv[1] if len(sys.argv) > 1 else "_generated")))
+    if sys.argv[1:] == ["--readme"]:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        os.makedirs(os.path.join(root, os.path.dirname(README_FIGURE)), exist_ok=True)
+        print(draw_readme(os.path.join(root, README_FIGURE)))
+    else:
+        print("\n".join(draw_all(sys.argv[1] if len(sys.argv) > 1 else "_generated")))

@@ -17,6 +17,11 @@ def load(args):
                  for split in ("train", "val", "test"))
 
 
+def write_synthetic(raw_dir):
+    from torch_geometric_erwin.testing import write_cosmology
+    write_cosmology(raw_dir)
+
+
 def add_arguments(parser):
     parser.add_argument("--num-samples", type=int, default=8192,
                         help="training records (the first ones of the train files)")
@@ -33,6 +38,7 @@ EXPERIMENT = Experiment(
     name="cosmology", description=__doc__, dim=3, preset="cosmology", nsa_preset="cosmology-base",
     train=dict(steps=3000, batch_size=16, lr=5e-4, eta_min=1e-6, val_every=500),
     load=load, build_task=build_task, add_arguments=add_arguments,
+    synthetic_data=write_synthetic, synthetic_options=dict(num_samples=4, num_eval_samples=2),
     layout="raw/halos*{train,val,test}*.tfrecord (Zenodo 11479419, quijote_records/)")
 
 if __name__ == "__main__":

@@ -72,6 +72,11 @@ def report(task, trainer, summary, args, out_dir):
     return {"rollout_frames": "rollout_frames.png", "error_csv": ["error_velocity.csv", "error_pressure.csv"]}
 
 
+def write_synthetic(raw_dir):
+    from torch_geometric_erwin.testing import write_eagle
+    write_eagle(raw_dir)
+
+
 def add_arguments(parser):
     parser.add_argument("--use-pe", action="store_true",
                         help="add sinusoidal encodings of both mesh coordinates to the inputs")
@@ -84,6 +89,7 @@ EXPERIMENT = Experiment(
     name="eagle", description=__doc__, dim=2, preset="eagle",
     train=dict(steps=200_000, batch_size=12, eval_batch_size=1, lr=8e-4, eta_min=1e-7, val_every=500),
     load=load, build_task=build_task, add_arguments=add_arguments, report=report,
+    synthetic_data=write_synthetic, synthetic_options=dict(train_window=3, test_window=4),
     layout="raw/Splits/{train,valid,test}.txt and raw/<Geom>/<scene>/<traj>/{sim.npz,triangles.npy} "
            "(LIRIS eagle-version1)")
 

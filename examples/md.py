@@ -20,6 +20,11 @@ def build_task(backbone, args):
     return GaussianRegression(backbone(C_IN), encoder, out_channels=3)
 
 
+def write_synthetic(raw_dir):
+    from torch_geometric_erwin.testing import write_polymer_md
+    write_polymer_md(raw_dir)
+
+
 def add_arguments(parser):
     parser.add_argument("--seq-len", type=int, default=16, help="input frames per window")
 
@@ -28,6 +33,7 @@ EXPERIMENT = Experiment(
     name="md", description=__doc__, dim=3, preset="md", nsa_preset="md-base",
     train=dict(steps=100_000, batch_size=32, lr=5e-4, eta_min=1e-7, val_every=5000),
     load=load, build_task=build_task, add_arguments=add_arguments,
+    synthetic_data=write_synthetic, synthetic_options=dict(seq_len=4),
     layout="raw/polymer_train/<traj>/{ptype,bond,position}.h5, raw/polymer_test/<traj>/..., "
            "raw/splits/{train,val,test_class2}.txt (Zenodo 6764836 + mlcgmd split lists)")
 

@@ -48,8 +48,9 @@ EXPERIMENT = Experiment(
     load=load, build_task=build_task, add_arguments=add_arguments,
     backbones={**DEFAULT_BACKBONES, "erwin": erwin_backbone}, default_models=("erwin", "mpnn"),
     # Erwin gets less training time than the baseline, so its lower error comes at no more wall time
-    default_data="data/nbody", time_budget={"erwin": 70.0, "mpnn": 110.0, "erwin-nsa": 70.0, "transolver": 110.0,
-                                                  "pointnet2": 110.0, "ptv3": 110.0},
+    synthetic_options=dict(num_train=8, num_eval=2, num_particles=256), default_data="data/nbody",
+    time_budget={"erwin": 70.0, "mpnn": 110.0, "erwin-nsa": 70.0, "transolver": 110.0, "pointnet2": 110.0,
+                 "ptv3": 110.0},
     layout="generated on first use (SyntheticNBody); any writable path or fsspec URL")
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
-from einops import rearrange
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -15,6 +14,7 @@ from torch_geometric_erwin.nn import ball_attention
 from torch_geometric_erwin.nn.ball_attention import BallGeometry
 from torch_geometric_erwin.nn.models.erwin import ErwinStage
 from torch_geometric_erwin.nn.models.erwin_nsa import ErwinNSA
+from torch_geometric_erwin.testing import reference_state_dict
 
 from test_training_ddp import _free_port, gloo_works  # noqa: F401 (a fixture)
 
@@ -226,52 +226,10 @@ def test_option_in_constructors_presets_and_repr():
             cls(*args, **config, activation_checkpointing="block")
 
 
-def to_reference_keys(model):
-    """The state dict of ``model`` under the reference ErwinTransformer's names."""
-    last = len(model.ball_sizes) - 1
-    parts = {"attention.pos_proj": "BMSA.pe_proj", "attention.in_proj": "BMSA.qkv", "attention.proj": "BMSA.proj",
-             "attention.sigma": "BMSA.sigma_att", "mlp": "swiglu"}
-    out = {}
-    for key, value in model.state_dict().items():
-        if ".in_proj." in key:
-            # the reference interleaves the projection's rows as (h e three)
-            heads = model.get_submodule(key.rpartition(".in_proj.")[0]).num_heads
-            value = rearrange(value, "(three h e) ... -> (h e three) ...", three=3, h=heads)
-        if ".mlp.w12." in key:
-            w1, w2 = value.chunk(2)
-            out[_reference_key(key.replace("w12", "w1"), parts, last)] = w1
-            key, value = key.replace("w12", "w2"), w2
-        out[_reference_key(key, parts, last)] = value
-    return out
-
-
-def _reference_key(key, parts, last):
-    """``key`` of our state dict under the reference's name."""
-    head, _, rest = key.partition(".")
-    if head == "embedding":
-        sub, _, tail = rest.partition(".")
-        key = {"lin": "embed.embed_fn", "messages": "embed.mpnn.message_fns",
-               "updates": "embed.mpnn.update_fns"}[sub] + "." + tail
-    elif head == "pool":
-        level, _, tail = rest.partition(".")
-        key = f"encoder.{level}.pool.{tail}"
-    elif head == "unpool":
-        level, _, tail = rest.partition(".")
-        key = f"decoder.{last - 1 - int(level)}.unpool.{tail}"
-    elif head == "decoder":
-        level, _, tail = rest.partition(".")
-        key = f"decoder.{last - 1 - int(level)}.{tail}"
-    elif head == "encoder" and rest.startswith(f"{last}."):
-        key = "bottleneck." + rest.partition(".")[2]
-    for new, old in parts.items():
-        key = key.replace(f".{new}", f".{old}")
-    return key
-
-
 def test_from_reference_takes_the_option():
     plain, _ = models("erwin", torch.float32)
     config = {k: v for k, v in ERWIN.items() if k != "hidden_channels"}
-    model = Erwin.from_reference(to_reference_keys(plain), c_in=5, c_hidden=ERWIN["hidden_channels"], **config,
+    model = Erwin.from_reference(reference_state_dict(plain), c_in=5, c_hidden=ERWIN["hidden_channels"], **config,
                                  activation_checkpointing=True)
     assert model.activation_checkpointing
     for (name, a), b in zip(plain.state_dict().items(), model.state_dict().values()):

@@ -15,7 +15,7 @@ from torch_geometric.loader import DataLoader
 from dataset_files import processed_files
 from torch_geometric_erwin.datasets import Cosmology, ShapeNetCar
 from torch_geometric_erwin.datasets.cosmology import decode_float_tensor, parse_example
-from torch_geometric_erwin.datasets.fixtures_cosmology_shapenet import (
+from torch_geometric_erwin.testing import (
     encode_example,
     encode_tensor_proto,
     tfrecord_frame,
@@ -519,3 +519,28 @@ def test_shapenet_bad_arguments(tmp_path):
     write_shapenet_car(str(tmp_path / "raw"))
     with pytest.raises(ValueError, match="num_test \\+ num_val"):
         ShapeNetCar(str(tmp_path), num_cars=None, num_test=10, num_val=5, log=False)
+
+
+@pytest.mark.parametrize("name", ["cosmology", "shapenet"])
+def test_damaged_processed_file_names_it(name, tmp_path, no_network):
+    """A truncated processed file: an error naming it and force_reload=True (never weights_only=False),
+    and force_reload=True rebuilds it."""
+    root = str(tmp_path / name)
+    if name == "cosmology":
+        write_cosmology(osp.join(root, "raw"))
+        make = lambda **kw: Cosmology(root, split="train", num_samples=4, log=False, **kw)  # noqa: E731
+    else:
+        write_shapenet_car(osp.join(root, "raw"))
+        make = lambda **kw: ShapeNetCar(root, split="train", num_cars=None, num_test=SMALL["test"],  # noqa: E731
+                                        num_val=SMALL["val"], log=False, **kw)
+    before = make()
+    path = before.processed_paths[0]
+    with open(path, "rb") as handle:
+        head = handle.read(1000)
+    with open(path, "wb") as handle:
+        handle.write(head)
+    with pytest.raises(OSError, match=rf"processed file '{path}' cannot be read.*force_reload=True") as info:
+        make()
+    assert "weights_only" not in str(info.value)
+    after = make(force_reload=True)
+    assert torch.equal(before[0].pos, after[0].pos)

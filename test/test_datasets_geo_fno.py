@@ -2,6 +2,7 @@
 checked against the written arrays and the published constants."""
 import argparse
 import importlib.util
+import os
 import os.path as osp
 
 import numpy as np
@@ -11,9 +12,8 @@ from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 
 from dataset_files import processed_files
-from torch_geometric_erwin.datasets.fixtures_geo_fno import (write_airfoil, write_elasticity, write_pipe,
-                                                             write_plasticity)
 from torch_geometric_erwin.datasets.geo_fno import Airfoil, Elasticity, Pipe, Plasticity
+from torch_geometric_erwin.testing import write_airfoil, write_elasticity, write_pipe, write_plasticity
 from torch_geometric_erwin.transforms import BallTreeTransform
 
 pytest.importorskip("scipy")
@@ -383,11 +383,46 @@ def test_pre_filter_and_pre_transform(tmp_path):
     torch.testing.assert_close(data.y_raw, data.y * 0.1385 + 0.8163)
 
 
-def test_without_scipy(tmp_path, monkeypatch):
-    write_plasticity(str(tmp_path / "raw"))
+_PEAK_CHILD = """
+import sys
+def rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+from torch_geometric_erwin.datasets import Plasticity
+base = rss("VmRSS")
+data = Plasticity(sys.argv[1], split="test", time="all", log=False)[0]
+print(rss("VmHWM") - base, float(data.y.sum()))
+"""
+
+
+@pytest.mark.skipif(not osp.exists("/proc/self/status"), reason="peak memory read from /proc (Linux)")
+@pytest.mark.parametrize("compressed", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_plasticity_processing_peak_memory(tmp_path, compressed):
+    """Processing a 126 MB float64 file (the real one's 20 steps and 4 channels on a smaller grid) grows the
+    process by less than 3x the float32 data it stores; reading it with scipy.io.loadmat took 5.6x."""
+    import subprocess
+    import sys
+    import scipy.io
+    raw = write_plasticity(str(tmp_path / "raw"), grid=(20, 10), num_steps=20, channels=4)
+    if compressed:
+        scipy.io.savemat(tmp_path / "raw" / "plasticity" / "plas_N987_T20.mat", raw, do_compression=True)
+    float32_bytes = raw["output"].nbytes // 2
+    env = {**__import__("os").environ, "PYTHONPATH": ROOT}
+    result = subprocess.run([sys.executable, "-c", _PEAK_CHILD, str(tmp_path)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    growth, total = result.stdout.split()
+    expected = ((raw["output"][-80] - PLASTICITY["y_mean"]) / PLASTICITY["y_std"]).sum()
+    assert abs(float(total) - expected) < 1e-3 * abs(expected) + 1.0  # the child processed this file
+    assert int(growth) < 3 * float32_bytes, f"peak growth {int(growth) / 2**20:.0f} MiB"
+
+
+def test_plasticity_reads_without_scipy(tmp_path, monkeypatch):
+    raw = write_plasticity(str(tmp_path / "raw"))
     monkeypatch.setitem(__import__("sys").modules, "scipy", None)
-    with pytest.raises(ImportError, match=r"torch_geometric_erwin\[data\]"):
-        Plasticity(str(tmp_path), log=False)
+    data = Plasticity(str(tmp_path), split="test", time="all", log=False)[0]
+    check(data, plasticity_sample(raw, int(data.raw_index)))
 
 
 # --------------------------------------------------------------------------------- examples
@@ -411,12 +446,17 @@ def test_examples_load_the_datasets(name, tmp_path):
     assert int(test[len(test) - 1].raw_index) == SPLITS[name][2][-1]
 
 
-def test_fixtures_module_exports_every_writer():
-    from torch_geometric_erwin.datasets import fixtures
-    for name in fixtures.__all__:
-        assert callable(getattr(fixtures, name))
-    assert {"write_cosmology", "write_polymer_md", "write_eagle", "write_shapenet_car", "write_airfoil",
-            "write_pipe", "write_elasticity", "write_plasticity"} <= set(fixtures.__all__)
+def test_testing_package_has_a_writer_for_every_raw_file_dataset_and_the_package_ships_none():
+    import torch_geometric_erwin.datasets as datasets
+    import torch_geometric_erwin.testing as testing
+    writers = {"Airfoil": "write_airfoil", "Cosmology": "write_cosmology", "EAGLE": "write_eagle",
+               "Elasticity": "write_elasticity", "Pipe": "write_pipe", "Plasticity": "write_plasticity",
+               "PolymerMD": "write_polymer_md", "ShapeNetCar": "write_shapenet_car"}
+    generated = {"SyntheticNBody", "ProcessedFileError"}  # generated data; an exception
+    assert set(datasets.__all__) - generated == set(writers)
+    assert all(callable(getattr(testing, writers[name])) for name in writers)
+    folder = os.path.dirname(datasets.__file__)
+    assert not [f for f in os.listdir(folder) if f.startswith("fixtures")]
 
 
 def test_damaged_processed_file_names_it(tmp_path):

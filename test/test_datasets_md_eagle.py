@@ -12,7 +12,7 @@ from torch_geometric.transforms import Compose
 
 from dataset_files import processed_files
 from torch_geometric_erwin.datasets.eagle import EAGLE
-from torch_geometric_erwin.datasets.fixtures_md_eagle import write_eagle, write_polymer_md
+from torch_geometric_erwin.testing import write_eagle, write_polymer_md
 from torch_geometric_erwin.datasets.polymer_md import PolymerMD
 from torch_geometric_erwin.transforms import BallTreeTransform, RotatedTreeTransform
 
@@ -482,3 +482,25 @@ def test_processed_datasets_load_without_raw_files(root, monkeypatch):
     with pytest.warns(UserWarning, match="could not fetch"), \
             pytest.raises(FileNotFoundError, match="missing"):
         PolymerMD(osp.join(root, "md"), split=None, force_reload=True)
+
+
+@pytest.mark.parametrize("name", ["polymer_md", "eagle"])
+def test_damaged_records_file_names_it(name, tmp_path):
+    """A truncated records file (the windows' index): an error naming it and force_reload=True, which
+    rebuilds it."""
+    if name == "eagle":
+        write_eagle(str(tmp_path / "raw"))
+        make = lambda **kw: EAGLE(str(tmp_path), split="train", window_length=4, **kw)  # noqa: E731
+    else:
+        write_polymer_md(str(tmp_path / "raw"))
+        make = lambda **kw: PolymerMD(str(tmp_path), split="train", **kw)  # noqa: E731
+    before = make()
+    path = before.processed_path("train", "records.pt")
+    with open(path, "rb") as handle:
+        head = handle.read(200)
+    with open(path, "wb") as handle:
+        handle.write(head)
+    with pytest.raises(OSError, match=rf"processed file '{path}' cannot be read.*force_reload=True"):
+        make()
+    after = make(force_reload=True)  # (EAGLE's training windows start at random frames: compare meshes)
+    assert len(after) == len(before) and after[0].num_nodes == before[0].num_nodes

@@ -188,18 +188,16 @@ def test_interrupted_processing_leaves_nothing_loadable(tmp_path, monkeypatch):
     assert not os.path.exists(path) and leftovers(os.path.dirname(path)) == []
 
     # a failure while writing the cache file itself
-    import torch_geometric.io.fs as pyg_fs
-    original = pyg_fs.torch_save
+    original = torch.save
 
-    def broken_save(obj, target):
-        with open(target, "wb") as f:
-            f.write(b"partial")
+    def broken_save(obj, handle):
+        handle.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(pyg_fs, "torch_save", broken_save)
+    monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         SyntheticNBody(str(tmp_path), **SMALL)
-    monkeypatch.setattr(pyg_fs, "torch_save", original)
+    monkeypatch.setattr(torch, "save", original)
     assert not os.path.exists(path) and leftovers(os.path.dirname(path)) == []
 
     dataset = SyntheticNBody(str(tmp_path), **SMALL)

@@ -266,3 +266,39 @@ def test_docs_build_without_warnings(tmp_path):
             "padding_compact.png", "tree_3d.png"} <= images
     api = (html / "api" / "tree.html").read_text(encoding="utf-8")
     assert "build_ball_tree" in api and "Parameters" in api  # autodoc ran on the docstrings
+
+
+def test_readme_picture_is_the_models_current_tree():
+    """The README's committed picture records a digest of the tree it shows; the preset model builds the
+    same tree today (else: python docs/figures.py --readme)."""
+    pytest.importorskip("matplotlib", reason="the picture is drawn with matplotlib")
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("erwin_docs_figures", os.path.join(DOCS, "figures.py"))
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    assert f"]({figures.README_FIGURE})" in readme
+    with Image.open(os.path.join(ROOT, figures.README_FIGURE)) as image:
+        recorded = image.info.get(figures.DIGEST_KEY)
+    pos, tree = figures.readme_tree()
+    assert recorded == figures.readme_tree_digest(tree), \
+        "the README's picture is stale: python docs/figures.py --readme"
+    assert len(tree.rotated) == 5 and tuple(tree.ball_sizes) == (256, 256, 256, 128, 128)
+
+
+def test_benchmark_page_states_the_main_jobs_parameter_counts():
+    """docs/benchmarks.md gives the parameter counts of examples/nbody.py's models as they are built today."""
+    import argparse
+
+    spec = importlib.util.spec_from_file_location("example_nbody", os.path.join(ROOT, "examples", "nbody.py"))
+    nbody = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nbody)
+    experiment = nbody.EXPERIMENT
+    counts = {}
+    for model in ("erwin", "mpnn"):
+        task = nbody.build_task(lambda c_in: experiment.backbones[model](c_in, "small", experiment),
+                                argparse.Namespace())
+        counts[model] = sum(p.numel() for p in task.parameters() if p.requires_grad)
+    text = " ".join(open(os.path.join(DOCS, "benchmarks.md"), encoding="utf-8").read().split())
+    assert f"have {counts['erwin']:,} (Erwin) and {counts['mpnn']:,} (MPNN) parameters" in text

@@ -514,3 +514,20 @@ def test_tree_transform_is_the_pre_transform_the_model_reads(model_class):
     assert hasattr(batch, "tree_index") and (model.tree_rotation is None) == (not hasattr(batch, "tree_rotated_0"))
     with torch.no_grad():
         torch.testing.assert_close(model(batch), model(bare.x, bare.pos, bare.batch, bare.edge_index))
+def test_reference_state_dict_uses_the_reference_names_and_round_trips():
+    from torch_geometric_erwin.testing import reference_state_dict
+    config = dict(c_in=6, c_hidden=[8, 16, 32], ball_sizes=[8, 8, 4], enc_num_heads=[2, 2, 4], enc_depths=[2, 2, 2],
+                  dec_num_heads=[2, 2], dec_depths=[2, 2], strides=[2, 2], rotate=45, mp_steps=2)
+    model = Erwin(6, [8, 16, 32], [8, 8, 4], [2, 2, 4], [2, 2, 2], [2, 2], [2, 2], [2, 2], mp_steps=2)
+    state = reference_state_dict(model)
+    # the reference's decoder runs coarsest first: its decoder.0 is our finest-but-one level's unpooling
+    for key in ("embed.embed_fn.weight", "embed.mpnn.message_fns.0.0.weight", "encoder.0.blocks.0.BMSA.qkv.weight",
+                "encoder.1.pool.proj.weight", "bottleneck.blocks.1.swiglu.w3.weight",
+                "decoder.0.blocks.0.BMSA.sigma_att", "decoder.1.unpool.proj.weight"):
+        assert key in state, (key, sorted(state)[:20])
+    assert state["decoder.0.blocks.0.norm1.weight"].shape == (16,)  # level 1 of 0..2, width 16
+    loaded = Erwin.from_reference(state, **config)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="without a head"):
+        reference_state_dict(Erwin(6, [8], [8], [2], [2], [], [], [], out_channels=3))

@@ -106,3 +106,15 @@ def test_parameter_counts_equal_the_reference_but_unused_pooling():
         unused = sum(p.numel() for i, stride in enumerate(config["strides"]) if stride == 1
                      for p in ref.encoder[i].pool.parameters())
         assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters()) - unused
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_reference_state_dict_has_the_reference_names_and_shapes(name):
+    from torch_geometric_erwin.testing import reference_state_dict
+    ref, ours = reference_and_ours(CONFIGS[name])
+    theirs, mine = ref.state_dict(), reference_state_dict(ours)
+    assert set(mine) <= set(theirs)
+    assert all(".pool." in key for key in set(theirs) - set(mine))  # the unused stride-1 pooling
+    for key, value in mine.items():
+        assert value.numel() == theirs[key].numel() and (key.endswith("sigma_att") or
+                                                         value.shape == theirs[key].shape), key

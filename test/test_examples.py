@@ -19,48 +19,17 @@ def load_example(name):
     return module
 
 
-def write_md(root):
-    from torch_geometric_erwin.datasets.fixtures_md_eagle import write_polymer_md
-    write_polymer_md(os.path.join(root, "raw"))
-    return ["--seq-len", "4"]
-
-
-def write_eagle(root):
-    from torch_geometric_erwin.datasets.fixtures_md_eagle import write_eagle as write
-    write(os.path.join(root, "raw"))
-    return ["--train-window", "3", "--test-window", "4"]
-
-
-def write_cosmology(root):
-    from torch_geometric_erwin.datasets.fixtures_cosmology_shapenet import write_cosmology as write
-    write(os.path.join(root, "raw"))
-    return ["--num-samples", "4", "--num-eval-samples", "2"]
-
-
-def write_shapenet_car(root):
-    from torch_geometric_erwin.datasets.fixtures_cosmology_shapenet import write_shapenet_car as write
-    write(os.path.join(root, "raw"), cars_per_param=(99,) * 8 + (97,), num_points=24)  # the real 889 cars
-    return []
-
-
-def geo_fno(name):
-    def write(root):
-        from torch_geometric_erwin.datasets import fixtures_geo_fno
-        getattr(fixtures_geo_fno, f"write_{name}")(os.path.join(root, "raw"))
-        return []
-    return write
-
-
-def write_nbody(root):
-    return ["--num-train", "4", "--num-eval", "2", "--num-particles", "48"]  # generated on first use
-
-
-FIXTURES = {"md": write_md, "eagle": write_eagle, "cosmology": write_cosmology,
-            "shapenet_car": write_shapenet_car, "airfoil": geo_fno("airfoil"), "pipe": geo_fno("pipe"),
-            "elasticity": geo_fno("elasticity"), "plasticity": geo_fno("plasticity"), "nbody": write_nbody}
+#: A small generated N-body set (the example's data are generated on first use).
+NBODY_SMALL = ["--num-train", "4", "--num-eval", "2", "--num-particles", "48"]
 #: Examples whose data is generated, not read: no missing-root or bad-layout errors to check.
 GENERATED = {"nbody"}
 ALL_EXAMPLES = sorted(f[:-3] for f in os.listdir(EXAMPLES) if f.endswith(".py"))
+
+
+def _this_checkout():
+    """The environment of a script run in a subprocess that imports this checkout's package (a script's
+    own folder comes first on its path, so the package is otherwise whichever one is installed)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
 
 
 def _run(name, argv):
@@ -72,27 +41,78 @@ def _fast_args(tmp_path, model):
             "--out", str(tmp_path / "out"), "--no-progress", "--no-tensorboard", "--seed", "1", "--eval-limit", "2"]
 
 
-def test_every_example_has_a_fixture():
-    assert set(FIXTURES) == set(ALL_EXAMPLES)
+def test_every_example_has_synthetic_data():
+    for name in ALL_EXAMPLES:
+        experiment = load_example(name).EXPERIMENT
+        assert (experiment.synthetic_data is None) == (name in GENERATED), name
+    assert load_example("nbody").EXPERIMENT.synthetic_options
 
 
-@pytest.mark.parametrize("name", sorted(FIXTURES))
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
 @pytest.mark.parametrize("model", ["mpnn", "erwin"])
 def test_example_trains_two_steps_and_evaluates(name, model, tmp_path, capsys):
-    extra = FIXTURES[name](str(tmp_path / "data"))
-    status = _run(name, ["--data", str(tmp_path / "data"), *extra, *_fast_args(tmp_path, model)])
+    """--synthetic: the example's tiny files in the real format, then two steps and an evaluation."""
+    status = _run(name, ["--synthetic", "--data", str(tmp_path / "data"), *_fast_args(tmp_path, model)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
+    assert (name in GENERATED) != (tmp_path / "data" / "raw").is_dir()
     out = tmp_path / "out"
     rows = json.loads((out / "results.json").read_text())
     assert [row["model"] for row in rows] == [model]
-    assert rows[0]["steps"] == 2
+    assert rows[0]["steps"] == 2 and rows[0]["config"]["synthetic"] is True
     assert rows[0]["test"] and all(math.isfinite(v) for v in rows[0]["test"].values()
                                    if not isinstance(v, list))
     for figure in ("loss_curves.png", "ball_tree.png"):
         assert (out / figure).stat().st_size > 0
     assert (out / model / "checkpoints" / "best.pt").exists()
     assert str(out) in captured.out and "| " + model in captured.out
+
+
+def test_synthetic_sets_what_is_not_given_and_data_is_required_without_it(tmp_path):
+    from torch_geometric_erwin.training.cli import SYNTHETIC_TRAINING, UsageError, parse_args
+    experiment = load_example("md").EXPERIMENT
+    args = parse_args(experiment, ["--synthetic", "--out", str(tmp_path), "--steps", "3"])
+    assert args.steps == 3 and args.seq_len == 4 and args.batch_size == SYNTHETIC_TRAINING["batch_size"]
+    assert args.data == os.path.join(str(tmp_path), "synthetic-data") and args.time_budget is None
+    args = parse_args(experiment, ["--synthetic", "--data", "elsewhere", "--seq-len", "6"])
+    assert args.data == "elsewhere" and args.seq_len == 6 and args.steps == SYNTHETIC_TRAINING["steps"]
+    budget = parse_args(experiment, ["--synthetic", "--time-budget", "30"])
+    assert budget.time_budget == 30 and budget.val_every == SYNTHETIC_TRAINING["val_every"]
+    with pytest.raises(UsageError, match="--data is required: the md data root .* or pass --synthetic"):
+        parse_args(experiment, [])
+
+
+def test_an_interrupted_synthetic_write_leaves_no_raw_folder(tmp_path):
+    from torch_geometric_erwin.training.cli import write_synthetic_data
+    experiment = load_example("airfoil").EXPERIMENT
+    writer = experiment.synthetic_data
+
+    def interrupted(raw_dir):
+        writer(raw_dir)
+        raise KeyboardInterrupt
+
+    experiment.synthetic_data = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_data(experiment, str(tmp_path / "data"))
+    assert os.listdir(tmp_path / "data") == []
+    experiment.synthetic_data = writer
+    write_synthetic_data(experiment, str(tmp_path / "data"))
+    assert os.listdir(tmp_path / "data") == ["raw"]
+    from torch_geometric_erwin.datasets import Airfoil
+    assert len(Airfoil(str(tmp_path / "data"), split="test")) == 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
+def test_every_example_runs_with_synthetic_alone(name, tmp_path):
+    """What a new user types: the script, --synthetic and an output folder (every other option at its
+    default, the default models included)."""
+    result = subprocess.run([sys.executable, os.path.join(EXAMPLES, f"{name}.py"), "--synthetic", "--out",
+                             str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True,
+                            env=_this_checkout(), timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["model"] for row in rows] == list(load_example(name).EXPERIMENT.default_models)
 
 
 @pytest.mark.parametrize("name", ALL_EXAMPLES)
@@ -113,10 +133,11 @@ def _bad(name, argv, capsys):
     return err
 
 
-@pytest.mark.parametrize("name", sorted(set(FIXTURES) - GENERATED))
+@pytest.mark.parametrize("name", sorted(set(ALL_EXAMPLES) - GENERATED))
 def test_bad_command_lines(name, tmp_path, capsys):
+    from torch_geometric_erwin.training.cli import write_synthetic_data
     data = str(tmp_path / "data")
-    FIXTURES[name](data)
+    write_synthetic_data(load_example(name).EXPERIMENT, data)
     err = _bad(name, ["--data", data, "--size", "huge"], capsys)
     assert "--size" in err and "huge" in err
     err = _bad(name, ["--data", str(tmp_path / "missing")], capsys)
@@ -128,13 +149,13 @@ def test_bad_command_lines(name, tmp_path, capsys):
 
 def test_bad_command_line_in_a_subprocess_has_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(EXAMPLES, "md.py"), "--data", str(tmp_path / "nope")],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, env=_this_checkout())
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 def _nbody(tmp_path, *extra):
-    return _run("nbody", ["--data", str(tmp_path / "data"), *write_nbody(None), "--model", "mpnn",
+    return _run("nbody", ["--data", str(tmp_path / "data"), *NBODY_SMALL, "--model", "mpnn",
                           "--val-every", "2", "--batch-size", "2", "--out", str(tmp_path / "out"), "--no-progress",
                           "--no-tensorboard", "--seed", "1", *extra])
 
@@ -207,3 +228,34 @@ def test_missing_optional_packages_stop_the_run_before_any_work(tmp_path, capsys
         status = example.run(example.EXPERIMENT, ["--out", str(tmp_path / "out"), "--steps", "1", *extra])
         err = capsys.readouterr().err
         assert status == 2 and f"{missing} is not installed" in err and hint in err
+
+
+def test_a_model_the_experiment_cannot_build_stops_the_run_before_any_training(tmp_path, capsys):
+    """eagle has no Erwin NSA configuration: asking for it after mpnn fails before mpnn trains or data load."""
+    data = str(tmp_path / "data")
+    err = _bad("eagle", ["--synthetic", "--data", data, *_fast_args(tmp_path, "mpnn"), "--model", "mpnn",
+                         "erwin-nsa"], capsys)
+    assert "erwin-nsa has no preset for eagle" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
+    err = _bad("nbody", [*_fast_args(tmp_path, "mpnn"), "--activation-checkpointing"], capsys)
+    assert "mpnn has no activation checkpointing" in err and not (tmp_path / "out").exists()
+
+
+def test_results_are_merged_by_model_with_a_csv(tmp_path, capsys):
+    """Training mpnn, then erwin, then mpnn again into one --out keeps one row per model (the latest run's) in
+    results.json, results.md and results.csv."""
+    import csv
+    for model, seed in (("mpnn", "1"), ("erwin", "1"), ("mpnn", "2")):
+        assert _nbody(tmp_path, "--steps", "1", "--eval-limit", "2", "--model", model, "--seed", seed) == 0, \
+            capsys.readouterr().err
+    out = tmp_path / "out"
+    rows = json.loads((out / "results.json").read_text())
+    assert [row["model"] for row in rows] == ["mpnn", "erwin"] and rows[0]["config"]["seed"] == 2
+    table = (out / "results.md").read_text().splitlines()
+    assert len(table) == 4 and table[2].startswith("| mpnn |") and table[3].startswith("| erwin |")
+    with open(out / "results.csv") as handle:
+        records = list(csv.DictReader(handle))
+    assert [r["model"] for r in records] == ["mpnn", "erwin"]
+    for record, row in zip(records, rows):
+        assert float(record["test_mse"]) == row["test"]["mse"] and int(record["steps"]) == 1
+        assert int(record["num_parameters"]) == row["num_parameters"] and record["experiment"] == "nbody"

@@ -320,3 +320,15 @@ def test_both_forms_of_the_selected_branch_give_the_same_gradients(monkeypatch):
     assert len(grads[0]) == len(grads[1]) > 1
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_a_graph_in_one_region_has_an_empty_selected_branch_that_adds_its_bias(selected_form):
+    """docs/nsa.md: nothing is selectable, the attention output is zero and the branch is out_selected's bias."""
+    conv = make_conv().double()
+    with torch.no_grad():
+        conv.out_selected.bias.normal_()
+    x, pos, tree = make_inputs([9], conv.region_size)
+    with torch.no_grad():
+        out = conv.branches(x.double(), pos.double(), ptr=tree.ptr, mask=tree.mask)
+    assert not out.selection_mask.any()
+    torch.testing.assert_close(out.selected, conv.out_selected.bias.expand_as(out.selected))

@@ -6,12 +6,11 @@ import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
 from torch_geometric_erwin.training import (Progress, ResumableBatchSampler, SinusoidalEncoding,
-                                            TimestepEmbedding, Trainer, TrainConfig, cosine_schedule,
-                                            gaussian_nll, per_graph_cumulative_rmse, per_graph_mse,
-                                            per_graph_relative_l2, read_metrics_csv, seed_everything,
-                                            warmup_cosine_schedule)
+                                            TimestepEmbedding, TrainConfig, cosine_schedule, gaussian_nll,
+                                            per_graph_cumulative_rmse, per_graph_mse, per_graph_relative_l2,
+                                            read_metrics_csv, warmup_cosine_schedule)
 
-from training_utils import toy_graphs, toy_task
+from training_utils import toy_trainer
 
 
 def _lrs(scheduler, steps):
@@ -113,19 +112,11 @@ def test_sampler_is_independent_of_world_size_and_resumes():
         ResumableBatchSampler(10, 3, world_size=2)
 
 
-def _trainer(tmp_path, steps=6, **overrides):
-    seed_everything(0)
-    config = TrainConfig(steps=steps, batch_size=4, lr=3e-3, val_every=3, log_every=1, progress=False,
-                         tensorboard=False, max_grad_norm=1.0, **overrides)
-    data = toy_graphs(16)
-    return Trainer(toy_task(), data[:10], data[10:13], data[13:], config, str(tmp_path))
-
-
 def test_resume_continues_with_identical_losses(tmp_path):
-    full = _trainer(tmp_path / "full").fit()
-    first = _trainer(tmp_path / "split").fit(stop_at=4)
+    full = toy_trainer(tmp_path / "full").fit()
+    first = toy_trainer(tmp_path / "split").fit(stop_at=4)
     assert first["steps"] == 4 and "test" not in first
-    second = _trainer(tmp_path / "split").fit(resume=True)
+    second = toy_trainer(tmp_path / "split").fit(resume=True)
     assert first["train_loss"] + second["train_loss"] == full["train_loss"]
     assert second["test"] == full["test"]
     rows = read_metrics_csv(os.path.join(tmp_path / "split", "metrics.csv"))
@@ -133,7 +124,7 @@ def test_resume_continues_with_identical_losses(tmp_path):
 
 
 def test_training_reduces_loss_and_tests_best_checkpoint(tmp_path):
-    trainer = _trainer(tmp_path, steps=30, schedule="warmup-cosine", warmup_ratio=0.1)
+    trainer = toy_trainer(tmp_path, steps=30, schedule="warmup-cosine", warmup_ratio=0.1)
     summary = trainer.fit()
     losses = summary["train_loss"]
     assert sum(losses[-5:]) < sum(losses[:5])
@@ -147,7 +138,7 @@ def test_training_reduces_loss_and_tests_best_checkpoint(tmp_path):
 
 
 def test_bf16_autocast_trains(tmp_path):
-    summary = _trainer(tmp_path, steps=3, amp="bf16").fit()
+    summary = toy_trainer(tmp_path, steps=3, amp="bf16").fit()
     assert all(math.isfinite(v) for v in summary["train_loss"])
 
 
@@ -169,6 +160,110 @@ def test_progress_fallback_prints_rate_and_eta(capsys):
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path):
-    eager = _trainer(tmp_path / "eager", steps=3).fit()
-    compiled = _trainer(tmp_path / "compiled", steps=3, compile=True).fit()
+    eager = toy_trainer(tmp_path / "eager", steps=3).fit()
+    compiled = toy_trainer(tmp_path / "compiled", steps=3, compile=True).fit()
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-4)
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_checkpoint(tmp_path):
+    from torch_geometric_erwin.training.checkpoint import load_checkpoint, save_checkpoint
+
+    path = str(tmp_path / "last.pt")
+    save_checkpoint(path, step=3, weights=torch.arange(4.0))
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    # The failure comes after part of the archive has been streamed to the temporary file.
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, step=4, weights=torch.arange(1 << 16, dtype=torch.float64), tail=Unpicklable())
+    assert os.listdir(tmp_path) == ["last.pt"]
+    state = load_checkpoint(path)
+    assert state["step"] == 3 and torch.equal(state["weights"], torch.arange(4.0))
+
+
+#: A toy run killed with SIGKILL: at the start of step ``kill`` (mode "step") or in the middle of the
+#: ``kill``-th write of last.pt, after part of the file has reached the disk (mode "write").
+_KILLED_RUN = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from training_utils import toy_trainer
+import torch_geometric_erwin.training.checkpoint as checkpoint
+from torch_geometric_erwin.datasets.io.atomic import atomic_write
+
+out, steps, every, mode, kill = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+trainer = toy_trainer(out, steps=steps, checkpoint_every=every, checkpoint_seconds=None)
+if mode == "step":
+    train_step = trainer.train_step
+    def killed_step(batch):
+        if trainer.step + 1 == kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return train_step(batch)
+    trainer.train_step = killed_step
+else:
+    writes = []
+    save = checkpoint.atomic_torch_save
+    def killed_save(obj, path):
+        writes.append(path)
+        if len(writes) == kill:
+            with atomic_write(path) as handle:
+                handle.write(b"PK\x03\x04" + bytes(4096))
+                handle.flush()
+                os.fsync(handle.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
+        save(obj, path)
+    checkpoint.atomic_torch_save = killed_save
+trainer.fit()
+"""
+
+
+@pytest.mark.parametrize("mode, steps, every", [("step", 8, 3), ("step", 8, 100), ("write", 8, 1)])
+def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_result(mode, steps, every, tmp_path):
+    """SIGKILL at a random step (or inside a random write of last.pt) loses at most the steps since the
+    last write, which is there from before the first step; the resumed run ends bit-identical to an
+    uninterrupted one: the same weights, optimiser state and losses."""
+    import random
+    import subprocess
+    import sys
+
+    # Write 1 is the one before step 1; the best.pt writes (at validation) count too, and are just as safe.
+    kill = random.randrange(1, steps + 1) if mode == "step" else random.randrange(2, steps + 2)
+    out = tmp_path / "killed"
+    result = subprocess.run([sys.executable, "-c", _KILLED_RUN, os.path.dirname(__file__), str(out), str(steps),
+                             str(every), mode, str(kill)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == -9, f"kill={kill}: {result.stderr}"
+    leftovers = [f for f in os.listdir(out / "checkpoints") if ".tmp-" in f]
+    assert len(leftovers) == (mode == "write"), leftovers  # a killed write leaves its temporary file only
+    resumed_trainer = toy_trainer(out, steps=steps, checkpoint_every=every, checkpoint_seconds=None)
+    resumed = resumed_trainer.fit(resume=True)
+    done = steps - len(resumed["train_loss"])
+    if mode == "step":  # the last write before step `kill`: a multiple of `every`, or step 0
+        assert done == (kill - 1) // every * every, f"kill={kill}"
+    full_trainer = toy_trainer(tmp_path / "full", steps=steps, checkpoint_every=every, checkpoint_seconds=None)
+    full = full_trainer.fit()
+    assert resumed["train_loss"] == full["train_loss"][done:], f"kill={kill}"
+    assert resumed["test"] == full["test"]
+    for key, value in full_trainer.task.state_dict().items():
+        assert torch.equal(resumed_trainer.task.state_dict()[key], value), (key, kill)
+    resumed_adam = resumed_trainer.optimizer.state_dict()["state"]
+    for index, state in full_trainer.optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            assert torch.equal(resumed_adam[index][name], value), (index, name, kill)
+
+
+@pytest.mark.parametrize("seconds, writes", [(None, [0, 6]), (1e-9, [0, 1, 2, 3, 4, 5, 6])])
+def test_last_checkpoint_is_written_first_and_on_the_time_cadence(seconds, writes, tmp_path):
+    trainer = toy_trainer(tmp_path, steps=6, checkpoint_every=100, checkpoint_seconds=seconds)
+    steps = []
+    save = trainer.save
+    trainer.save = lambda: (steps.append(trainer.step), save())
+    trainer.fit()
+    assert steps == writes
+
+
+def test_checkpoint_cadence_validation():
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive int"):
+        TrainConfig(checkpoint_every=0)
+    with pytest.raises(ValueError, match="checkpoint_seconds must be positive or None"):
+        TrainConfig(checkpoint_seconds=0)

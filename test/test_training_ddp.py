@@ -113,7 +113,7 @@ def test_torchrun_runs_an_example_on_two_processes(tmp_path):
     import subprocess
     import sys
 
-    from torch_geometric_erwin.datasets.fixtures_md_eagle import write_polymer_md
+    from torch_geometric_erwin.testing import write_polymer_md
     write_polymer_md(str(tmp_path / "data" / "raw"))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",

@@ -110,3 +110,28 @@ def test_input_encoder_checks_widths():
     encoder = InputEncoder(["x"], 5, 8)
     with pytest.raises(ValueError, match="in_channels=5"):
         encoder(Data(x=torch.randn(3, 4)))
+
+
+def test_evaluation_and_rollout_show_progress(tmp_path, capsys, monkeypatch):
+    """The trainer's evaluation shows a bar over batches and a rollout one over frames (the plain-line
+    fallback where tqdm is absent), both silent with progress=False and in training."""
+    import builtins
+    from torch_geometric_erwin.training import Trainer, TrainConfig
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name.startswith("tqdm") else real_import(name, *a, **k))
+    graphs = [_rollout_graph(seed=s, steps=11) for s in range(4)]
+    for progress in (True, False):
+        trainer = Trainer(_rollout_task(), graphs, graphs, None, TrainConfig(steps=1, batch_size=1, progress=progress,
+                                                                             tensorboard=False), str(tmp_path))
+        trainer.evaluate(graphs, "val")
+        err = capsys.readouterr().err
+        if progress:
+            assert "train val 4/4" in err and "batch/s" in err
+            assert "rollout 10/10" in err and "frame/s" in err
+        else:
+            assert err == ""
+    trainer.task.show_progress = True
+    trainer.task.train()
+    trainer.task(Batch.from_data_list(graphs[:1]))
+    assert capsys.readouterr().err == ""

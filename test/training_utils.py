@@ -5,7 +5,7 @@ import torch
 from torch_geometric.data import Data
 
 from torch_geometric_erwin.nn.models.mpnn import MPNN
-from torch_geometric_erwin.training import InputEncoder, NodeRegression
+from torch_geometric_erwin.training import InputEncoder, NodeRegression, Trainer, TrainConfig, seed_everything
 
 
 def knn_edges(pos: torch.Tensor, k: int) -> torch.Tensor:
@@ -34,3 +34,12 @@ def toy_task(dim: int = 2, hidden: int = 16, loss: str = "mse") -> NodeRegressio
     backbone = MPNN(8, hidden, num_layers=2, dim=dim)
     encoder = InputEncoder(["x", "pos"], 1 + dim, 8)
     return NodeRegression(backbone, encoder, dim, loss=loss)
+
+
+def toy_trainer(out_dir, steps: int = 6, **overrides) -> Trainer:
+    """A seeded :class:`Trainer` of :func:`toy_task` on 10 training, 3 validation and 3 test graphs."""
+    seed_everything(0)
+    config = TrainConfig(steps=steps, batch_size=4, lr=3e-3, val_every=3, log_every=1, progress=False,
+                         tensorboard=False, max_grad_norm=1.0, **overrides)
+    data = toy_graphs(16)
+    return Trainer(toy_task(), data[:10], data[10:13], data[13:], config, str(out_dir))

@@ -25,7 +25,6 @@ import hashlib
 import importlib
 import os
 import os.path as osp
-import uuid
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -37,8 +36,7 @@ from torch_geometric.data.dataset import files_exist
 from torch_geometric.io import fs
 
 from torch_geometric_erwin.datasets.base import ProcessedCache
-
-TMP_MARK = ".tmp-"
+from torch_geometric_erwin.datasets.io.atomic import atomic_torch_save, atomic_write, temporary_path
 
 
 class TrajectoryDataset(ProcessedCache, Dataset):
@@ -173,7 +171,7 @@ class RowWriter:
     """
     def __init__(self, path: str, dtype: Any, row_shape: Tuple[int, ...] = ()) -> None:
         self.path = path
-        self.tmp_path = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
+        self.tmp_path = temporary_path(path)
         self.dtype = np.dtype(dtype)
         self.row_shape = tuple(row_shape)
         self.num_rows = 0
@@ -262,18 +260,6 @@ class ProcessTransaction:
         return False
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    r"""Saves ``obj`` with :func:`torch_geometric.io.fs.torch_save` under a
-    temporary name, then moves it to ``path``."""
-    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
-    try:
-        fs.torch_save(obj, tmp)
-        fs.mv(tmp, path)
-    finally:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-
-
 def channel_affine(value: Tensor, mean: Optional[Tensor], std: Tensor, inverse: bool) -> Tensor:
     r"""Per-channel ``(value - mean) / std`` (or its inverse) where the last
     dimension of ``value`` holds whole groups of ``len(std)`` channels."""
@@ -314,11 +300,8 @@ def fetch_verified_list(url: str, path: str, sha256: str) -> None:
     if names_sha256(names) != sha256:
         raise OSError(f"checksum mismatch for '{url}': expected names with SHA-256 {sha256}, "
                       f"got {names_sha256(names)}")
-    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.get_fs(tmp).open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         f.write(payload)
-    fs.mv(tmp, path)
 
 
 def missing_raw_error(dataset: str, raw_dir: str, missing: Sequence[str], source: str,

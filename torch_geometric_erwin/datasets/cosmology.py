@@ -15,7 +15,6 @@ import fnmatch
 import os.path as osp
 import shutil
 import struct
-import uuid
 import zipfile
 from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -27,9 +26,7 @@ from torch_geometric.data.dataset import files_exist
 from torch_geometric.io import fs
 
 from torch_geometric_erwin.datasets._window_store import (
-    TMP_MARK,
     RawFormatError,
-    atomic_torch_save,
     channel_affine,
     dataset_root,
     missing_raw_error,
@@ -37,6 +34,7 @@ from torch_geometric_erwin.datasets._window_store import (
     require_module,
 )
 from torch_geometric_erwin.datasets.base import ProcessedCache
+from torch_geometric_erwin.datasets.io.atomic import atomic_torch_save, atomic_write
 
 # ----------------------------------------------------------------- wire format
 _WIRE_VARINT, _WIRE_I64, _WIRE_LEN, _WIRE_I32 = 0, 1, 2, 5
@@ -375,28 +373,19 @@ class Cosmology(ProcessedCache, InMemoryDataset):
     def _fetch_archive(self) -> None:
         fs.makedirs(self.raw_dir, exist_ok=True)
         archive = osp.join(self.raw_dir, "quijote_records.zip")
-        temporaries = [f"{archive}{TMP_MARK}{uuid.uuid4().hex}"]
         try:
-            with fs.get_fs(self.url).open(self.url, "rb") as src, \
-                    fs.get_fs(temporaries[0]).open(temporaries[0], "wb") as dst:
+            with fs.get_fs(self.url).open(self.url, "rb") as src, atomic_write(archive) as dst:
                 shutil.copyfileobj(src, dst, 16 << 20)
-            fs.mv(temporaries[0], archive)
-            temporaries[0] = archive
             with fs.get_fs(archive).open(archive, "rb") as f, zipfile.ZipFile(f) as zipped:
                 for info in zipped.infolist():
                     name = info.filename.rstrip("/").rsplit("/", 1)[-1]
                     if info.is_dir() or not fnmatch.fnmatch(name, "halos*.tfrecord"):
                         continue
-                    target = osp.join(self.raw_dir, name)
-                    tmp = f"{target}{TMP_MARK}{uuid.uuid4().hex}"
-                    temporaries.append(tmp)
-                    with zipped.open(info) as src, fs.get_fs(tmp).open(tmp, "wb") as dst:
+                    with zipped.open(info) as src, atomic_write(osp.join(self.raw_dir, name)) as dst:
                         shutil.copyfileobj(src, dst, 16 << 20)
-                    fs.mv(tmp, target)
         finally:
-            for path in temporaries:
-                if fs.exists(path):
-                    fs.rm(path)
+            if fs.exists(archive):
+                fs.rm(archive)
 
     # ------------------------------------------------------------ processing
     def process(self) -> None:

@@ -27,7 +27,6 @@ from torch_geometric.io import fs
 
 from torch_geometric_erwin.datasets._window_store import (
     RawFormatError,
-    atomic_torch_save,
     channel_affine,
     dataset_root,
     missing_raw_error,
@@ -35,6 +34,8 @@ from torch_geometric_erwin.datasets._window_store import (
     require_module,
 )
 from torch_geometric_erwin.datasets.base import ProcessedCache
+from torch_geometric_erwin.datasets.io.atomic import atomic_torch_save
+from torch_geometric_erwin.datasets.io.matlab import mat5_variables, read_mat5
 
 #: The Google Drive folder of the Geo-FNO data ("PDE Benchmarks", about 10 GB).
 GEO_FNO_URL = "https://drive.google.com/drive/folders/1YBuaoTdOSr_qzaow-G-iwvbUI7fiUzu8"
@@ -209,12 +210,14 @@ class GeoFNODataset(ProcessedCache, Dataset):
                 data = self.pre_transform(data)
             data_list.append(data)
             kept.append(r)
+        meta = {"num_raw": num_raw, **self.raw_meta(arrays)}
+        del arrays  # the samples hold copies: free the raw arrays before collating doubles them
         stored, slices = None, {}
         if data_list:
             batch, slices, _ = collate(Data, data_list, increment=False, add_batch=False)
             stored = batch.to_dict()
         atomic_torch_save({"data": stored, "slices": slices, "raw_index": torch.tensor(kept, dtype=torch.long),
-                           "meta": {"num_raw": num_raw, **self.raw_meta(arrays)}},
+                           "meta": meta},
                           self.processed_paths[0])
 
     # ----------------------------------------------------------------- splits
@@ -531,8 +534,9 @@ class Plasticity(GeoFNODataset):
         plasticity/plas_N987_T20.mat   MATLAB v5 file, input [S, 101], output [S, 101, 31, 20, 4]
 
     with :math:`S \geq 980` (987 published); other grid sizes, step and
-    channel counts are accepted. Reading the ``.mat`` file needs
-    :obj:`scipy` (the ``data`` extra).
+    channel counts are accepted. The ``.mat`` file (plain or compressed) is
+    read one slab at a time, so processing needs about the float32 data's
+    size in memory (2 GB for the real file), not several copies of it.
 
     Args:
         time (int or str, optional): ``"random"``, ``"each"``, ``"all"``, a
@@ -572,28 +576,31 @@ class Plasticity(GeoFNODataset):
         super().__init__(root, split, **kwargs)
 
     def read_raw(self) -> Tuple[Dict[str, np.ndarray], int]:
-        require_module("scipy", self.__class__.__name__, "data")
-        from scipy.io import loadmat
-
+        r"""``input`` and ``output`` of the ``.mat`` file, read from their headers first and then one
+        slab at a time into float32 arrays (:mod:`~torch_geometric_erwin.datasets.io.matlab`): the peak
+        memory of processing is about the float32 data once, not the several copies of
+        :func:`scipy.io.loadmat`."""
         path = osp.join(self.raw_dir, next(iter(self.raw_layout)))
         try:
             with fs.get_fs(path).open(path, "rb") as f:
-                mat = loadmat(f, variable_names=["input", "output"])
+                variables = mat5_variables(f)
+                for key in ("input", "output"):
+                    if key not in variables:
+                        raise RawFormatError(f"'{path}' has no variable '{key}' (numeric variables found: "
+                                             f"{sorted(variables)})")
+                a, u = variables["input"].shape, variables["output"].shape
+                if len(a) != 2:
+                    raise RawFormatError(f"'{path}': 'input' must have shape [S, H], got {a}")
+                s, h = a
+                _expect_shape(path, u, (s, h, None, None, None),
+                              f"[{s}, {h}, W, T, C] for 'output' (as 'input' [{s}, {h}])")
+                arrays = {key: read_mat5(f, variables[key], np.empty(variables[key].shape, dtype=np.float32))
+                          for key in ("input", "output")}
+        except RawFormatError:
+            raise
         except Exception as exc:
             raise raw_file_error(path, exc) from exc
-        for key in ("input", "output"):
-            if key not in mat:
-                found = sorted(k for k in mat if not k.startswith("__"))
-                raise RawFormatError(f"'{path}' has no variable '{key}' (found {found})")
-            if not np.issubdtype(mat[key].dtype, np.number):
-                raise RawFormatError(f"'{path}': '{key}' must be numeric, got {mat[key].dtype}")
-        a, u = mat["input"], mat["output"]
-        if a.ndim != 2:
-            raise RawFormatError(f"'{path}': 'input' must have shape [S, H], got {tuple(a.shape)}")
-        s, h = a.shape
-        _expect_shape(path, u.shape, (s, h, None, None, None),
-                      f"[{s}, {h}, W, T, C] for 'output' (as 'input' [{s}, {h}])")
-        return {"input": a, "output": u}, s
+        return arrays, s
 
     def raw_meta(self, arrays: Dict[str, np.ndarray]) -> Dict:
         return {"num_steps": int(arrays["output"].shape[3])}

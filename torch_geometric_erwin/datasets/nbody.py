@@ -18,7 +18,8 @@ from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.data.separate import separate
 from torch_geometric.io import fs
 
-from torch_geometric_erwin.datasets._window_store import atomic_torch_save, dataset_root
+from torch_geometric_erwin.datasets._window_store import dataset_root
+from torch_geometric_erwin.datasets.io.atomic import atomic_torch_save
 from torch_geometric_erwin.datasets.base import ProcessedCache
 
 SizeSpec = Union[int, Sequence[int], Mapping[str, int]]

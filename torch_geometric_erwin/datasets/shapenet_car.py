@@ -13,13 +13,13 @@ from torch_geometric.io import fs
 
 from torch_geometric_erwin.datasets._window_store import (
     RawFormatError,
-    atomic_torch_save,
     channel_affine,
     dataset_root,
     missing_raw_error,
     raw_file_error,
 )
 from torch_geometric_erwin.datasets.base import ProcessedCache
+from torch_geometric_erwin.datasets.io.atomic import atomic_torch_save
 
 
 class ShapeNetCar(ProcessedCache, InMemoryDataset):

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from torch_geometric_erwin.nn.models.serialization import atomic_save
+from torch_geometric_erwin.datasets.io.atomic import atomic_torch_save
 
 
 def rng_state() -> Dict[str, Any]:
@@ -43,8 +43,9 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(path: str, **state: Any) -> None:
-    """``torch.save(state)`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    atomic_save(state, path)
+    """``torch.save(state)`` to ``path`` atomically (a temporary file beside it, then renamed), so that a run
+    killed while writing leaves the previous checkpoint in place."""
+    atomic_torch_save(state, path)
 
 
 def load_checkpoint(path: str, map_location: Optional[str] = "cpu") -> Dict[str, Any]:

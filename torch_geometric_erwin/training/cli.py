@@ -7,13 +7,17 @@ other on the same data), ``--out``, the optimisation settings (defaulting to the
 values), ``--resume``, ``--compile``, ``--amp``, ``--device``, ``--seed`` and logging
 switches; it works under ``torchrun``. Each model's run goes to ``OUT/<model>/``
 (``metrics.csv``, ``tensorboard/``, ``checkpoints/``, ``results.json``); ``OUT/`` gets
-``results.json`` and ``results.md`` (one row per model), ``loss_curves.png`` and
+``results.json``, ``results.md`` and ``results.csv`` (one row per model, merged with the rows of
+earlier runs into the same ``OUT/``, so training one model again keeps the others'), ``loss_curves.png`` and
 ``ball_tree.png`` (the ball-tree partition of the first training sample).
 
 ``<example>.py predict --checkpoint OUT/<model>/checkpoints/best.pt --split test`` writes a trained
 run's predictions and metrics (:mod:`~torch_geometric_erwin.training.predict`). ``--resume`` continues a
 run with its saved options, refusing changed ones, and ``--steps N`` extends it
 (:mod:`~torch_geometric_erwin.training.run_record`).
+
+``--synthetic`` runs a script without the real data: tiny files in the benchmark's real format
+(:mod:`torch_geometric_erwin.testing`) and a short run (:data:`SYNTHETIC_TRAINING`).
 
 Bad input (unknown choice, missing data root, a root without the expected layout) ends
 the program with one line on stderr and exit status 2, never a traceback (``--debug`` shows it).
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import csv
+import io
 import json
 import os
 import re
@@ -35,6 +41,7 @@ import torch
 from torch import nn
 from torch_geometric.io import fs
 
+from torch_geometric_erwin.datasets.io.atomic import atomic_json, atomic_write, temporary_path
 from torch_geometric_erwin.training.checkpoint import seed_everything
 from torch_geometric_erwin.training.distributed import (DistributedContext, destroy_distributed,
                                                         init_distributed)
@@ -91,9 +98,13 @@ def geo_fno_experiment(name: str, dataset: str, description: str, encoder: Calla
         return NodeRegression(backbone(width), encoder(width), out_channels=out_channels, loss="rel_l2",
                               denormalize=lambda v: dataset_class().denormalize(v))
 
+    def synthetic_data(raw_dir):
+        import torch_geometric_erwin.testing as testing
+        getattr(testing, f"write_{name}")(raw_dir)
+
     return Experiment(name=name, description=description, dim=2, preset=name, sizes=("small",), train=train,
                       load=load, build_task=build_task,
-                      layout=f"raw/{layout} (Geo-FNO 'PDE Benchmarks' folder)")
+                      layout=f"raw/{layout} (Geo-FNO 'PDE Benchmarks' folder)", synthetic_data=synthetic_data)
 
 
 class UsageError(Exception):
@@ -166,6 +177,11 @@ class Experiment:
             after testing (rank 0).
         time_budget: ``--time-budget`` default: seconds of training per model, or a dict
             model name -> seconds (``None``: use ``--steps``).
+        synthetic_data: ``(raw_dir) -> Any``: writes tiny raw files in the benchmark's real format and
+            layout under ``raw_dir`` (a writer of :mod:`torch_geometric_erwin.testing`), for
+            ``--synthetic``; ``None`` where the data are generated anyway.
+        synthetic_options: the experiment's options that ``--synthetic`` sets where they are not given
+            (``dict(seq_len=4)``: what the tiny files need), on top of :data:`SYNTHETIC_TRAINING`.
     """
 
     name: str
@@ -184,6 +200,12 @@ class Experiment:
     add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
     report: Optional[Callable[..., Dict[str, Any]]] = None
     time_budget: Optional[Union[float, Dict[str, float]]] = None
+    synthetic_data: Optional[Callable[[str], Any]] = None
+    synthetic_options: Dict[str, Any] = field(default_factory=dict)
+
+
+#: What ``--synthetic`` sets where not given: a run of about a minute on a few tiny samples.
+SYNTHETIC_TRAINING = dict(steps=10, batch_size=2, eval_batch_size=2, val_every=5, eval_limit=4)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -209,14 +231,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     defaults = TrainConfig(**experiment.train)
     parser = _Parser(prog=f"{experiment.name}.py", description=experiment.description,
                      formatter_class=_HelpFormatter,
                      epilog=f"To predict with a trained run: {experiment.name}.py predict --checkpoint "
                             f"OUT/<model>/checkpoints/best.pt --split test (see {experiment.name}.py predict --help)")
-    parser.add_argument("--data", default=experiment.default_data, required=experiment.default_data is None,
-                        help="dataset root (local path or any fsspec URL); layout: " + experiment.layout)
+    parser.add_argument("--data", default=experiment.default_data,
+                        help="dataset root (local path or any fsspec URL); layout: " + experiment.layout
+                             + ("" if experiment.default_data else " (required unless --synthetic)"))
+    parser.add_argument("--synthetic", action="store_true",
+                        help="try the script in about a minute without the real data: tiny generated files in "
+                             "the real format and layout (torch_geometric_erwin.testing), written to --data "
+                             "(default: OUT/synthetic-data) unless already there, and "
+                             + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                                         {**SYNTHETIC_TRAINING, **experiment.synthetic_options}.items())
+                             + " where not given")
     parser.add_argument("--size", default="small", choices=list(experiment.sizes), help="model size preset")
     parser.add_argument("--model", nargs="+", default=list(experiment.default_models),
                         choices=sorted(experiment.backbones), help="model(s) to train, one after the other")
@@ -255,6 +292,13 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     run.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     run.add_argument("--eval-limit", type=_positive_int, default=None, metavar="N",
                      help="validate and test on the first N samples of each split only (a quick check)")
+    run.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                     help="write the resumable OUT/<model>/checkpoints/last.pt every N steps (default: at each "
+                          "validation); it is also written before the first step, at the end, and on the time "
+                          "cadence of --checkpoint-seconds")
+    run.add_argument("--checkpoint-seconds", type=_positive_float, default=TrainConfig.checkpoint_seconds,
+                     metavar="S",
+                     help="also write last.pt after any step ending S seconds or more after the previous write")
     run.add_argument("--resume", action="store_true",
                      help="continue from OUT/<model>/checkpoints/last.pt with its saved options (changed ones are "
                           "refused, see the docs); --steps N extends the run")
@@ -280,6 +324,18 @@ def parse_args(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> 
     parser = build_parser(experiment)
     args = parser.parse_args(argv)
     args._given = given_options(parser, argv)
+    if args.synthetic:
+        synthetic = {**SYNTHETIC_TRAINING, **experiment.synthetic_options}
+        if "time_budget" in args._given:
+            synthetic.pop("steps")
+        for key, value in synthetic.items():
+            if key not in args._given:
+                setattr(args, key, value)
+        if "data" not in args._given:
+            args.data = os.path.join(args.out, "synthetic-data")
+    elif args.data is None:
+        raise UsageError(f"--data is required: the {experiment.name} data root (layout: {experiment.layout}); "
+                         "or pass --synthetic to try the script on tiny generated files")
     if args.time_budget is not None and args.steps is not None:
         raise UsageError("give --steps or --time-budget, not both")
     if args.time_budget is not None and args.time_budget <= 0:
@@ -295,7 +351,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
                        lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
                        eta_min=args.eta_min, warmup_ratio=args.warmup_ratio,
-                       max_grad_norm=args.max_grad_norm, val_every=args.val_every, seed=args.seed,
+                       max_grad_norm=args.max_grad_norm, val_every=args.val_every,
+                       checkpoint_every=args.checkpoint_every, checkpoint_seconds=args.checkpoint_seconds,
+                       seed=args.seed,
                        amp=None if args.amp == "none" else args.amp, compile=args.compile,
                        num_workers=args.num_workers, tensorboard=not args.no_tensorboard,
                        wandb_project=args.wandb, progress=not args.no_progress)
@@ -307,11 +365,57 @@ def _check_root(experiment: Experiment, root: str) -> None:
                          f"there (layout: {experiment.layout}) or pass --data")
 
 
-def _write_json(path: str, payload: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
+def write_synthetic_data(experiment: Experiment, root: str) -> None:
+    """``--synthetic``: the experiment's tiny raw files under ``root/raw``, unless already there. They are
+    written to a temporary folder beside it and moved in place whole, so an interrupted write leaves
+    nothing that a later run would take for complete."""
+    raw = root.rstrip("/") + "/raw"
+    if experiment.synthetic_data is None or fs.exists(raw):
+        return
+    filesystem = fs.get_fs(raw)
+    tmp = temporary_path(raw)
+    try:
+        experiment.synthetic_data(tmp)
+        filesystem.mv(tmp, raw, recursive=True)
+    finally:
+        if filesystem.exists(tmp):
+            filesystem.rm(tmp, recursive=True)
+
+
+def merge_results(path: str, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The rows of ``path`` (an earlier ``results.json`` of the same ``--out``) with this run's rows in place
+    of the same models' and new models appended, so that training one model again keeps the others' rows.
+    A file that does not parse is replaced (with a note on stderr)."""
+    merged: List[Dict[str, Any]] = []
+    if os.path.isfile(path):
+        try:
+            with open(path) as handle:
+                merged = [row for row in json.load(handle) if isinstance(row, dict) and "model" in row]
+        except (ValueError, TypeError) as error:
+            print(f"note: {path} does not parse ({error}); writing a new one", file=sys.stderr)
+            merged = []
+    by_model = {row["model"]: row for row in merged}
+    by_model.update((row["model"], row) for row in rows)  # a model's new row keeps its old row's place
+    return list(by_model.values())
+
+
+def _metric_names(rows: List[Dict[str, Any]]) -> List[str]:
+    return sorted({k for row in rows for k, v in row.get("test", {}).items() if not isinstance(v, list)})
+
+
+def results_csv(rows: List[Dict[str, Any]]) -> str:
+    """The rows of :func:`results_table` as CSV, with the experiment and size, values unrounded."""
+    names = _metric_names(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["experiment", "model", "size", *[f"test_{name}" for name in names], "num_parameters",
+                     "steps", "wall_time_s", "train_time_s"])
+    for row in rows:
+        test = row.get("test", {})
+        writer.writerow([row.get("experiment", ""), row["model"], row.get("size", ""),
+                         *[test.get(name, "") for name in names], row["num_parameters"], row["steps"],
+                         row["wall_time_s"], row.get("train_time_s", "")])
+    return buffer.getvalue()
 
 
 def _fmt(value: Any) -> str:
@@ -320,8 +424,7 @@ def _fmt(value: Any) -> str:
 
 def results_table(rows: List[Dict[str, Any]]) -> str:
     """A Markdown table: model, test metrics, parameters, steps, wall time."""
-    metric_names = sorted({k for row in rows for k, v in row.get("test", {}).items()
-                           if not isinstance(v, list)})
+    metric_names = _metric_names(rows)
     header = ["model", *[f"test {name}" for name in metric_names], "parameters", "steps", "wall time (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -381,11 +484,25 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
         if experiment.report is not None and context.is_main:
             row.update(experiment.report(task, trainer, summary, args, out_dir))
         if context.is_main:
-            _write_json(os.path.join(out_dir, "results.json"), row)
+            atomic_json(row, os.path.join(out_dir, "results.json"))
             plot_loss_curves({model_name: os.path.join(out_dir, "metrics.csv")},
                              os.path.join(out_dir, "loss_curves.png"))
         rows.append(row)
     return rows
+
+
+#: Input width the backbones are built with by :func:`check_models` (any width builds the same model).
+_PROBE_WIDTH = 8
+
+
+def check_models(experiment: Experiment, args: argparse.Namespace) -> None:
+    """Build every ``--model``'s backbone once, at a placeholder input width, before any data or training
+    work: a model the experiment cannot build (``erwin-nsa`` where neither paper has a configuration, an
+    option it does not take) stops the run before the models listed before it have trained."""
+    for model_name in args.model:
+        backbone = experiment.backbones[model_name](_PROBE_WIDTH, args.size, experiment)
+        if getattr(args, "activation_checkpointing", False):
+            with_activation_checkpointing(backbone, model_name)
 
 
 def check_run_dependencies(args: argparse.Namespace) -> None:
@@ -408,7 +525,10 @@ def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[D
     from torch_geometric_erwin.training.plots import plot_first_sample_tree, plot_loss_curves
     args = resolve_resume(parse_args(experiment, argv))
     check_run_dependencies(args)
-    if experiment.default_data is None:
+    check_models(experiment, args)
+    if args.synthetic:
+        write_synthetic_data(experiment, args.data)
+    elif experiment.default_data is None:
         _check_root(experiment, args.data)
     context = init_distributed(args.device)
     try:
@@ -420,11 +540,14 @@ def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[D
         rows = train_models(experiment, args, context, splits)
         if context.is_main:
             os.makedirs(args.out, exist_ok=True)
-            _write_json(os.path.join(args.out, "results.json"), rows)
-            table = results_table(rows)
-            with open(os.path.join(args.out, "results.md"), "w") as handle:
+            merged = merge_results(os.path.join(args.out, "results.json"), rows)
+            atomic_json(merged, os.path.join(args.out, "results.json"))
+            table = results_table(merged)
+            with atomic_write(os.path.join(args.out, "results.md"), "w") as handle:
                 handle.write(table + "\n")
-            plot_loss_curves({name: os.path.join(args.out, name, "metrics.csv") for name in args.model},
+            with atomic_write(os.path.join(args.out, "results.csv"), "w") as handle:
+                handle.write(results_csv(merged))
+            plot_loss_curves({row["model"]: os.path.join(args.out, row["model"], "metrics.csv") for row in merged},
                              os.path.join(args.out, "loss_curves.png"))
             plot_first_sample_tree(splits[0][0], os.path.join(args.out, "ball_tree.png"))
             print(table)

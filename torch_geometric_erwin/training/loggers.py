@@ -100,12 +100,17 @@ class Progress:
         initial: the step it starts from (resume).
         desc: label.
         enabled: ``False`` silences it (non-zero ranks).
-        every: with the plain fallback, print every this many steps.
+        every: with the plain fallback, print every this many steps (``None``: about every tenth of
+            ``total``).
+        unit: what a step is (``"step"``, ``"batch"``, ``"frame"``).
+        leave: keep the finished tqdm bar on screen (the evaluation bars do not).
     """
 
     def __init__(self, total: int, initial: int = 0, desc: str = "train", enabled: bool = True,
-                 every: int = 50):
+                 every: Optional[int] = 50, unit: str = "step", leave: bool = True):
+        every = max(1, total // 10) if every is None else every
         self.total, self.step, self.desc, self.enabled, self.every = total, initial, desc, enabled, every
+        self.unit = unit
         self._start, self._initial, self._postfix, self._bar = time.perf_counter(), initial, "", None
         if enabled:
             try:
@@ -114,7 +119,7 @@ class Progress:
                 pass
             else:
                 self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
-                                 unit="step", file=sys.stderr)
+                                 unit=unit, file=sys.stderr, leave=leave)
 
     def update(self, step: int, **postfix: float) -> None:
         if not self.enabled:
@@ -129,7 +134,7 @@ class Progress:
             rate = (step - self._initial) / elapsed if elapsed > 0 else float("nan")
             eta = (self.total - step) / rate if rate > 0 else float("inf")
             print(f"{self.desc} {step}/{self.total} [{_clock(elapsed)}<{_clock(eta)}, "
-                  f"{rate:.2f} step/s] {self._postfix}", file=sys.stderr, flush=True)
+                  f"{rate:.2f} {self.unit}/s] {self._postfix}", file=sys.stderr, flush=True)
         self.step = step
 
     def write(self, message: str) -> None:

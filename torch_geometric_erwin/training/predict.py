@@ -24,8 +24,10 @@ import torch
 from torch import Tensor
 from torch_geometric.loader import DataLoader
 
-from torch_geometric_erwin.nn.models.serialization import atomic_save, load_file
+from torch_geometric_erwin.datasets.io.atomic import atomic_json, atomic_torch_save
+from torch_geometric_erwin.nn.models.serialization import load_file
 from torch_geometric_erwin.training.distributed import resolve_device
+from torch_geometric_erwin.training.loggers import Progress
 
 SPLITS = ("train", "val", "test")
 
@@ -46,6 +48,7 @@ def build_predict_parser(experiment) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--eval-limit", type=_positive_int, default=None, metavar="N",
                         help="predict the first N graphs of the split only")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -105,7 +108,7 @@ def _to_cpu(value: Any) -> Any:
 def predict(experiment, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Parse ``argv`` (the words after ``predict``), predict the split, write the files; returns the
     metrics record (what ``<split>_metrics.json`` holds)."""
-    from torch_geometric_erwin.training.cli import UsageError, _check_root, _write_json
+    from torch_geometric_erwin.training.cli import UsageError, _check_root
     args = build_predict_parser(experiment).parse_args(argv)
     payload = load_file(args.checkpoint)
     if payload.get("kind") != "training":
@@ -132,8 +135,12 @@ def predict(experiment, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     outputs, metrics, num_nodes = [], {}, []
     batch_size = args.batch_size or run_record.get("eval_batch_size") or run_record.get("batch_size") or 1
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    progress = Progress(len(loader), desc=f"predict {args.split}", enabled=not args.no_progress, every=None,
+                        unit="batch")
+    task.show_progress = not args.no_progress
     with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        for index, batch in enumerate(loader):
             batch = batch.to(device)
             out = task(batch)
             for key, value in task.metrics(batch, out).items():
@@ -142,6 +149,8 @@ def predict(experiment, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             num_nodes.append(batch.num_nodes)
             ptr = batch.ptr.diff().cpu()
             metrics.setdefault("_nodes", []).append(ptr)
+            progress.update(index + 1)
+    progress.close()
     if not outputs:
         raise UsageError(f"the {args.split} split is empty")
     counts = torch.cat(metrics.pop("_nodes"))
@@ -149,16 +158,16 @@ def predict(experiment, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     out_dir = args.out or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.checkpoint))),
                                        "predictions")
     os.makedirs(out_dir, exist_ok=True)
-    atomic_save({"split": args.split, "checkpoint": os.path.abspath(args.checkpoint), "step": payload.get("step"),
-                 "ptr": torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
-                 "outputs": _concat(outputs, num_nodes), "metrics": per_graph},
-                os.path.join(out_dir, f"{args.split}.pt"))
+    atomic_torch_save({"split": args.split, "checkpoint": os.path.abspath(args.checkpoint),
+                       "step": payload.get("step"), "ptr": torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
+                       "outputs": _concat(outputs, num_nodes), "metrics": per_graph},
+                      os.path.join(out_dir, f"{args.split}.pt"))
     summary = {"experiment": experiment.name, "model": run.model, "split": args.split,
                "checkpoint": os.path.abspath(args.checkpoint), "step": payload.get("step"),
                "num_graphs": int(counts.numel()),
                "metrics": {key: (value.mean(0).item() if value.dim() == 1 else value.mean(0).tolist())
                            for key, value in sorted(per_graph.items())}}
-    _write_json(os.path.join(out_dir, f"{args.split}_metrics.json"), summary)
+    atomic_json(summary, os.path.join(out_dir, f"{args.split}_metrics.json"))
     print(json.dumps(summary["metrics"]))
     print(f"predictions and metrics of {summary['num_graphs']} {args.split} graphs in {out_dir}", file=sys.stderr)
     return summary

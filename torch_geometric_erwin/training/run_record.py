@@ -19,9 +19,10 @@ from typing import Any, Dict, Optional, Sequence, Set, Tuple
 from torch_geometric_erwin.nn.models.serialization import plain
 
 #: Options a resumed run may change: where data and outputs live, the device and loaders, logging,
-#: evaluation, and the number of steps (to extend the run).
+#: evaluation, the checkpoint cadence, and the number of steps (to extend the run).
 CHANGEABLE = frozenset({"steps", "data", "out", "device", "num_workers", "no_progress", "no_tensorboard", "wandb",
-                        "eval_limit", "eval_batch_size", "val_every", "compile"})
+                        "eval_limit", "eval_batch_size", "val_every", "compile", "checkpoint_every",
+                        "checkpoint_seconds"})
 
 #: Command-line entries that describe how the program is run, not the run: never recorded or compared.
 NOT_RECORDED = frozenset({"resume", "debug", "time_budget"})

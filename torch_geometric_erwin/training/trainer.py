@@ -32,9 +32,12 @@ class TrainConfig:
     ``steps`` counts optimiser steps (the reference's ``num_epochs``); ``batch_size`` is the
     global batch over all processes. ``schedule`` is ``"cosine"`` or ``"warmup-cosine"``
     (warm-up over ``warmup_ratio * steps``), both ending at ``eta_min``. ``max_grad_norm``
-    ``None`` disables clipping. Validation runs every ``val_every`` steps and at the end;
-    a resumable checkpoint is written every ``checkpoint_every`` steps (default: at each
-    validation) and at the end. ``amp`` is ``None`` or ``"bf16"``.
+    ``None`` disables clipping. Validation runs every ``val_every`` steps and at the end.
+    The resumable checkpoint ``last.pt`` is written before the first step, then every
+    ``checkpoint_every`` steps (default: at each validation), after any step that ends at least
+    ``checkpoint_seconds`` after the previous write (``None``: no time cadence), and at the end,
+    so that a run killed at any point loses at most that much work. ``amp`` is ``None`` or
+    ``"bf16"``.
     """
 
     steps: int = 1000
@@ -48,6 +51,7 @@ class TrainConfig:
     max_grad_norm: Optional[float] = None
     val_every: int = 500
     checkpoint_every: Optional[int] = None
+    checkpoint_seconds: Optional[float] = 300.0
     log_every: int = 10
     seed: int = 0
     amp: Optional[str] = None
@@ -65,6 +69,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.checkpoint_every is None:
             self.checkpoint_every = self.val_every
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \
+                or self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive int or None, got {self.checkpoint_every!r}")
+        if self.checkpoint_seconds is not None and not self.checkpoint_seconds > 0:
+            raise ValueError(f"checkpoint_seconds must be positive or None, got {self.checkpoint_seconds!r}")
         if self.eval_batch_size is None:
             self.eval_batch_size = self.batch_size
         if self.amp not in (None, "bf16"):
@@ -188,6 +197,21 @@ class Trainer:
             save_checkpoint(self.last_path, **self.state_dict())
         self.context.barrier()
 
+    def _checkpoint_due(self, end: int, last_write: float) -> bool:
+        """Whether ``last.pt`` is written after this step: on the step cadence, at ``end``, or once
+        ``checkpoint_seconds`` have passed since the last write. Clocks differ between processes, so
+        rank 0's clock decides for all of them (every process must join the write's barrier)."""
+        config = self.config
+        if self.step % config.checkpoint_every == 0 or self.step == end:
+            return True
+        if config.checkpoint_seconds is None:
+            return False
+        due = time.monotonic() - last_write >= config.checkpoint_seconds
+        if self.context.enabled:
+            flag = torch.tensor(float(due and self.context.is_main), device=self.device)
+            due = self.context.all_reduce_(flag).item() > 0
+        return due
+
     def autocast(self):
         if self.config.amp == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -200,20 +224,31 @@ class Trainer:
                           num_workers=self.config.num_workers)
 
     @torch.no_grad()
-    def evaluate(self, dataset: Dataset) -> Dict[str, Tensor]:
-        """Mean over the samples of ``dataset`` of every per-graph metric of the task."""
+    def evaluate(self, dataset: Dataset, desc: str = "eval") -> Dict[str, Tensor]:
+        """Mean over the samples of ``dataset`` of every per-graph metric of the task, with a progress
+        bar over the batches (and the task's own, such as a rollout's over frames) labelled ``desc``."""
         was_training = self.task.training
         self.task.eval()
         sums: Dict[str, Tensor] = {}
         count = torch.zeros((), dtype=torch.float64, device=self.device)
-        for batch in self._eval_loader(dataset):
-            batch = batch.to(self.device)
-            with self.autocast():
-                metrics = self.task.evaluate(batch)
-            for key, value in metrics.items():
-                total = value.double().sum(dim=0)
-                sums[key] = sums[key] + total if key in sums else total
-            count += batch.num_graphs
+        loader = self._eval_loader(dataset)
+        enabled = self.config.progress and self.context.is_main
+        progress = Progress(len(loader), desc=f"{self.name} {desc}", enabled=enabled, every=None, unit="batch",
+                            leave=False)
+        self.task.show_progress = enabled
+        try:
+            for index, batch in enumerate(loader):
+                batch = batch.to(self.device)
+                with self.autocast():
+                    metrics = self.task.evaluate(batch)
+                for key, value in metrics.items():
+                    total = value.double().sum(dim=0)
+                    sums[key] = sums[key] + total if key in sums else total
+                count += batch.num_graphs
+                progress.update(index + 1)
+        finally:
+            progress.close()
+            self.task.show_progress = False
         if was_training:
             self.task.train()
         keys = sorted(sums)
@@ -265,6 +300,9 @@ class Trainer:
                                                                 **self.sampler_args))
         losses: List[float] = []
         self.task.train()
+        if not resume:  # a run killed before its first cadence write still resumes, from step 0
+            self.save()
+        last_write = time.monotonic()
         start = time.perf_counter()
         window: List[float] = []
         try:
@@ -284,7 +322,7 @@ class Trainer:
                 progress.update(self.step, loss=loss)
                 if self.val_set is not None and (self.step % config.val_every == 0
                                                  or self.step == config.steps):
-                    metrics = self.evaluate(self.val_set)
+                    metrics = self.evaluate(self.val_set, "val")
                     scalars = {k: v.item() for k, v in metrics.items() if v.dim() == 0}
                     if logger is not None:
                         logger.log(self.step, "val", scalars)
@@ -295,8 +333,9 @@ class Trainer:
                         if self.context.is_main:
                             save_checkpoint(self.best_path, **self.model_state(), step=self.step,
                                             val=scalars)
-                if self.step % config.checkpoint_every == 0 or self.step == end:
+                if self._checkpoint_due(end, last_write):
                     self.save()
+                    last_write = time.monotonic()
         finally:
             progress.close()
         train_time = time.perf_counter() - start
@@ -317,7 +356,7 @@ class Trainer:
         self.context.barrier()
         if os.path.isfile(self.best_path):
             self.task.load_state_dict(load_checkpoint(self.best_path, str(self.device))["model"])
-        metrics = self.evaluate(self.test_set)
+        metrics = self.evaluate(self.test_set, "test")
         return {k: v.item() if v.dim() == 0 else v.tolist() for k, v in metrics.items()}
 
 

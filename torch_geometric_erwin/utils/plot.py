@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from torch_geometric_erwin.datasets.io.atomic import atomic_write
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import INDEX_KEY
 from torch_geometric_erwin.tree.validation import check_ball_config, check_pos
@@ -220,7 +220,8 @@ def plot_ball_tree(pos_or_data, tree: Optional[BallTree] = None, *, batch: Optio
             else:
                 axes.set_aspect("equal")
     if path is not None:
-        _save_atomic(figure, os.fspath(path), fmt)
+        with atomic_write(os.fspath(path), "wb") as handle:
+            figure.savefig(handle, format=fmt, dpi=110)
     return figure
 
 
@@ -238,16 +239,3 @@ def _check_path(path) -> str:
     if not os.path.isdir(folder):
         raise ValueError(f"path's folder does not exist: {folder}")
     return fmt
-
-
-def _save_atomic(figure, path: str, fmt: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".plot_ball_tree-", suffix=f".{fmt}", dir=folder)
-    os.close(handle)
-    try:
-        figure.savefig(temporary, format=fmt, dpi=110)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise

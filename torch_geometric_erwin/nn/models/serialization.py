@@ -17,10 +17,11 @@ import inspect
 import numbers
 import os
 import pickle
-import tempfile
 from typing import Any, Dict, Mapping, Optional
 
 import torch
+
+from torch_geometric_erwin.datasets.io.atomic import atomic_torch_save
 
 #: The ``format`` entry of every file this package writes, and the version of their layout.
 FILE_FORMAT, FORMAT_VERSION = "torch_geometric_erwin", 1
@@ -29,22 +30,6 @@ FILE_FORMAT, FORMAT_VERSION = "torch_geometric_erwin", 1
 def package_version() -> str:
     from torch_geometric_erwin import __version__
     return __version__
-
-
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save(obj)`` to ``path`` atomically: to a temporary file in the same folder, then renamed,
-    so that an interrupted write never leaves a truncated file under ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def file_header(kind: str) -> Dict[str, Any]:
@@ -145,8 +130,8 @@ class Configurable:
         :meth:`from_checkpoint` rebuilds the model from it."""
         config = {name: plain(name, value) for name, value in self.config.items()}
         state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
-        atomic_save({**file_header("model"), "class": type(self).__name__, "config": config,
-                     "state_dict": state}, path)
+        atomic_torch_save({**file_header("model"), "class": type(self).__name__, "config": config,
+                           "state_dict": state}, path)
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: Optional[str] = "cpu", strict: bool = True):

@@ -110,7 +110,11 @@ class Task(nn.Module):
     Subclasses define :meth:`forward`, :meth:`loss` (a mean and the number of terms it
     averages, so that data-parallel training can weight processes exactly) and
     :meth:`metrics` (one value per graph, ``[B]`` or ``[B, H]``, including ``"loss"``).
+    ``show_progress`` (set by the trainer while it evaluates) lets a long forward pass, such as a
+    rollout, show a progress bar of its own.
     """
+
+    show_progress: bool = False
 
     def __init__(self, backbone: nn.Module, encoder: nn.Module, out_channels: int, head: str = "mlp"):
         super().__init__()

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
+from torch_geometric_erwin.training.loggers import Progress
 from torch_geometric_erwin.training.metrics import per_graph_cumulative_rmse
 from torch_geometric_erwin.training.tasks.base import Task
 
@@ -65,7 +66,10 @@ class AutoregressiveRollout(Task):
         """Rollout over the window: ``delta``, ``target`` and ``state``, each ``[W-1, N, C]``."""
         state = batch.x
         deltas, targets, states = [], [], []
-        for t in range(1, batch.y.size(1) + 1):
+        frames = batch.y.size(1)
+        progress = Progress(frames, desc="rollout", enabled=self.show_progress and not self.training, every=None,
+                            unit="frame", leave=False)
+        for t in range(1, frames + 1):
             truth = batch.y[:, t - 1]
             delta = self.step(batch, state, t)
             deltas.append(delta)
@@ -73,6 +77,8 @@ class AutoregressiveRollout(Task):
             forced = torch.isin(batch.node_type[:, t], self.forced_types).unsqueeze(-1)
             state = torch.where(forced, truth, state + delta)
             states.append(state)
+            progress.update(t)
+        progress.close()
         return {"delta": torch.stack(deltas), "target": torch.stack(targets), "state": torch.stack(states)}
 
     def loss(self, batch: Data, out: Dict[str, Tensor]) -> Tuple[Tensor, int]:

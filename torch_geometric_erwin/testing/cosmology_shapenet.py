@@ -21,20 +21,14 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from torch_geometric.io import fs
 
 from torch_geometric_erwin.datasets._window_store import require_module
+from torch_geometric_erwin.testing._files import write_file
 
 #: Per-halo features of every record, in the order they are written.
 HALO_FEATURES = ("x", "y", "z", "v_x", "v_y", "v_z", "J_x", "J_y", "J_z", "M200c", "Rvir")
 #: Scalar cosmological parameters of every record.
 COSMOLOGY_PARAMS = ("Omega_m", "Omega_b", "h", "n_s", "sigma_8")
-
-
-def _write_bytes(path: str, payload: bytes) -> None:
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.get_fs(path).open(path, "wb") as f:
-        f.write(payload)
 
 
 # ------------------------------------------------------------ protobuf encoding
@@ -150,7 +144,7 @@ def write_cosmology(raw_dir: str, num_records: Optional[Dict[str, int]] = None,
                     k in COSMOLOGY_PARAMS and scalar_encoding == "float_val"))
                     for k in (*HALO_FEATURES, *COSMOLOGY_PARAMS, "tpcf")}
                 payload += tfrecord_frame(encode_example(features))
-            _write_bytes(osp.join(raw_dir, name), payload)
+            write_file(osp.join(raw_dir, name), payload)
         out[split] = records
     return out
 
@@ -183,7 +177,7 @@ def write_shapenet_car(raw_dir: str, cars_per_param: Sequence[int] = (2, 1, 2, 2
             for name, array in arrays.items():
                 buffer = io.BytesIO()
                 torch.save(torch.from_numpy(array), buffer)
-                _write_bytes(osp.join(raw_dir, f"param{param}", car_id, f"{name}.th"),
+                write_file(osp.join(raw_dir, f"param{param}", car_id, f"{name}.th"),
                              buffer.getvalue())
             out[f"param{param}/{car_id}"] = arrays
     return out

@@ -20,21 +20,15 @@ import os.path as osp
 from typing import Dict, Sequence
 
 import numpy as np
-from torch_geometric.io import fs
 
 from torch_geometric_erwin.datasets._window_store import require_module
-
-
-def _write_bytes(path: str, payload: bytes) -> None:
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.get_fs(path).open(path, "wb") as f:
-        f.write(payload)
+from torch_geometric_erwin.testing._files import write_file
 
 
 def _write_npy(path: str, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, array)
-    _write_bytes(path, buffer.getvalue())
+    write_file(path, buffer.getvalue())
 
 
 def _write_grid(raw_dir: str, names: Sequence[str], num_samples: int, grid: Sequence[int],
@@ -120,5 +114,5 @@ def write_plasticity(raw_dir: str, num_samples: int = 987, grid: Sequence[int] =
               "output": rng.normal(-4.4, 14.3, size=(num_samples, h, w, num_steps, channels)).astype(dtype)}
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, arrays)
-    _write_bytes(osp.join(raw_dir, "plasticity", "plas_N987_T20.mat"), buffer.getvalue())
+    write_file(osp.join(raw_dir, "plasticity", "plas_N987_T20.mat"), buffer.getvalue())
     return arrays

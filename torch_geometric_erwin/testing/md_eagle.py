@@ -12,15 +12,9 @@ import os.path as osp
 from typing import Dict, Sequence
 
 import numpy as np
-from torch_geometric.io import fs
 
 from torch_geometric_erwin.datasets._window_store import require_module
-
-
-def _write_bytes(path: str, payload: bytes) -> None:
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.get_fs(path).open(path, "wb") as f:
-        f.write(payload)
+from torch_geometric_erwin.testing._files import write_file
 
 
 def write_polymer_md(raw_dir: str, num_train: int = 3, num_val: int = 1, num_test: int = 2,
@@ -43,7 +37,7 @@ def write_polymer_md(raw_dir: str, num_train: int = 3, num_val: int = 1, num_tes
     files = {"train": "train.txt", "val": "val.txt", "test": "test_class2.txt"}
     out = {}
     for split, names in splits.items():
-        _write_bytes(osp.join(raw_dir, "splits", files[split]), "\n".join(names).encode())
+        write_file(osp.join(raw_dir, "splits", files[split]), "\n".join(names).encode())
         folder = "polymer_test" if split == "test" else "polymer_train"
         frames = test_frames if split == "test" else train_frames
         for k, name in enumerate(names):
@@ -58,7 +52,7 @@ def write_polymer_md(raw_dir: str, num_train: int = 3, num_val: int = 1, num_tes
                 buffer = io.BytesIO()
                 with h5py.File(buffer, "w") as hf:
                     hf.create_dataset(key, data=array)
-                _write_bytes(osp.join(raw_dir, folder, name, file), buffer.getvalue())
+                write_file(osp.join(raw_dir, folder, name, file), buffer.getvalue())
             out[name] = {"split": split, "node_type": node_type, "bonds": bonds,
                          "position": position}
     return out
@@ -108,7 +102,7 @@ def write_eagle(raw_dir: str, num_frames: int = 12, grid: Sequence[int] = (3, 4)
     n = nx * ny
     out = {}
     for k, (split, names) in enumerate(splits.items()):
-        _write_bytes(osp.join(raw_dir, "Splits", files[split]),
+        write_file(osp.join(raw_dir, "Splits", files[split]),
                      "".join(f"{name}\n" for name in names).encode())
         for m, name in enumerate(names):
             drift = rng.normal(scale=0.05, size=(num_frames, 1, 2)).cumsum(axis=0)
@@ -125,9 +119,9 @@ def write_eagle(raw_dir: str, num_frames: int = 12, grid: Sequence[int] = (3, 4)
             triangles = np.stack([_frame_triangles(nx, ny, t) for t in range(num_frames)])
             buffer = io.BytesIO()
             np.savez(buffer, **arrays)
-            _write_bytes(osp.join(raw_dir, name, "sim.npz"), buffer.getvalue())
+            write_file(osp.join(raw_dir, name, "sim.npz"), buffer.getvalue())
             buffer = io.BytesIO()
             np.save(buffer, triangles)
-            _write_bytes(osp.join(raw_dir, name, "triangles.npy"), buffer.getvalue())
+            write_file(osp.join(raw_dir, name, "triangles.npy"), buffer.getvalue())
             out[name] = {"split": split, "triangles": triangles, **arrays}
     return out
