@@ -1,0 +1,158 @@
+"""One cloud sharded over 2 and 4 gloo processes equals the single-process Erwin (outputs, gradients,
+BatchNorm statistics), and bad input fails on every rank instead of hanging."""
+import datetime
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from torch_geometric_erwin.nn import Erwin
+
+CONFIG = dict(in_channels=4, hidden_channels=[16, 32, 64], ball_sizes=[16, 16, 16], enc_num_heads=[2, 4, 4],
+              enc_depths=[2, 2, 2], dec_num_heads=[2, 4], dec_depths=[2, 2], strides=[2, 2], rotate=45.0,
+              mp_steps=2, knn=8, out_channels=3)
+NUM_NODES = 400  # not a power of two: the tree repeats points in its padding slots
+CASES = [(torch.float64, True), (torch.float32, True), (torch.float64, False)]
+
+
+def _cloud(num_nodes, dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    pos = torch.rand(num_nodes, 3, generator=generator, dtype=torch.float64).to(dtype)
+    # clustered, so the subtrees hold different volumes and the rotated balls cross ranks unevenly
+    pos[: num_nodes // 3] *= 0.2
+    x = torch.randn(num_nodes, 4, generator=generator, dtype=torch.float64).to(dtype)
+    y = torch.randn(num_nodes, 3, generator=generator, dtype=torch.float64).to(dtype)
+    return pos, x, y
+
+
+def _model(dtype, **overrides):
+    torch.manual_seed(0)
+    return Erwin(**dict(CONFIG, **overrides)).to(dtype)
+
+
+def _single(dtype, train, num_nodes=NUM_NODES):
+    """The reference: the model on the whole cloud in this process."""
+    model = _model(dtype).train(train)
+    pos, x, y = _cloud(num_nodes, dtype)
+    out = model(x, pos)
+    ((out - y) ** 2).sum().div(num_nodes).backward()
+    return out.detach(), {k: p.grad for k, p in model.named_parameters()}, _buffers(model)
+
+
+def _buffers(model):
+    return {k: b.clone() for k, b in model.named_buffers() if "running" in k}
+
+
+def _sharded(dtype, train, num_nodes, group=None):
+    from torch_geometric_erwin.distributed import ShardedErwin
+    model = _model(dtype).train(train)
+    sharded = ShardedErwin(model, group)
+    pos, x, y = _cloud(num_nodes, dtype)
+    shard = sharded.shard(pos, x)
+    out = sharded(shard)
+    ((out - y[shard.node_index]) ** 2).sum().div(num_nodes).backward()
+    sharded.all_reduce_gradients()
+    return dict(out=sharded.gather(out.detach(), shard), grads={k: p.grad for k, p in model.named_parameters()},
+                buffers=_buffers(model), counts=shard.node_counts, halo=shard.num_halo_nodes,
+                rows_sent=[e.rows_sent for e in shard.exchanges])
+
+
+def _expect_error(name, errors, function):
+    try:
+        function()
+    except ValueError as error:
+        errors[name] = str(error)
+    else:
+        errors[name] = None
+
+
+def _bad_inputs(rank, world_size):
+    from torch_geometric_erwin.distributed import ShardedErwin, shard_cloud
+    errors = {}
+    model = _model(torch.float64)
+    pos, x, _ = _cloud(NUM_NODES, torch.float64)
+    sharded = ShardedErwin(model)
+    # another rank built its tree for other balls
+    tree = model.build_tree(pos) if rank == 0 else build_other_tree(pos)
+    _expect_error("tree", errors, lambda: sharded.shard(pos, x, tree))
+    # another rank has another cloud, or none at all
+    _expect_error("cloud", errors, lambda: sharded.shard(pos if rank else pos + 1, x))
+    _expect_error("empty", errors, lambda: sharded.shard(pos[:0] if rank == world_size - 1 else pos,
+                                                         x[:0] if rank == world_size - 1 else x))
+    # too few slots per rank for a whole ball of the coarsest level
+    small_pos, small_x, _ = _cloud(32 * world_size - 28, torch.float64)  # 64 or 128 slots
+    _expect_error("too_small", errors, lambda: sharded.shard(small_pos, small_x))
+    # models that differ
+    _expect_error("model", errors, lambda: ShardedErwin(_model(torch.float64, mp_steps=1 if rank else 2)))
+    # a tree of a batch of two clouds
+    batch = torch.repeat_interleave(torch.tensor([0, 1]), torch.tensor([200, 200]))
+    _expect_error("batch", errors, lambda: shard_cloud(pos, x, model.build_tree(pos, batch)))
+    if world_size == 4:
+        three = dist.new_group([0, 1, 2])
+        if rank < 3:
+            _expect_error("world_size", errors, lambda: shard_cloud(pos, x, model.build_tree(pos), three))
+    return errors
+
+
+def build_other_tree(pos):
+    from torch_geometric_erwin.tree import build_ball_tree
+    return build_ball_tree(pos, ball_sizes=[8, 8, 8], strides=[2, 2], rotate=45.0)
+
+
+def _worker(rank, world_size, store, result_dir):
+    torch.set_num_threads(1)
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        results = {(dtype, train): _sharded(dtype, train, NUM_NODES) for dtype, train in CASES}
+        results["errors"] = _bad_inputs(rank, world_size)
+        torch.save(results, os.path.join(result_dir, f"rank{rank}.pt"))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(tmp_path, world_size):
+    result_dir = tmp_path / f"results{world_size}"
+    result_dir.mkdir()
+    mp.spawn(_worker, args=(world_size, str(tmp_path / f"store{world_size}"), str(result_dir)),
+             nprocs=world_size, join=True)
+    return [torch.load(result_dir / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+
+
+def _close(a, b, dtype):
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-5
+    return float((a - b).abs().max()) <= tolerance * max(1.0, float(b.abs().max()))
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_sharded_erwin_equals_one_process(tmp_path, world_size):
+    ranks = _spawn(tmp_path, world_size)
+    for dtype, train in CASES:
+        out, grads, buffers = _single(dtype, train)
+        for rank, results in enumerate(ranks):
+            result = results[(dtype, train)]
+            assert _close(result["out"], out, dtype), (rank, dtype, train)
+            assert result["grads"].keys() == grads.keys()
+            for name, grad in grads.items():
+                assert _close(result["grads"][name], grad, dtype), (rank, name, dtype, train)
+            for name, buffer in buffers.items():
+                assert _close(result["buffers"][name], buffer, dtype), (rank, name, dtype, train)
+        counts = ranks[0][(dtype, train)]["counts"]
+        assert sum(counts) == NUM_NODES and max(counts) - min(counts) <= 1  # median splits: balanced nodes
+        assert sum(ranks[0][(dtype, train)]["rows_sent"]) > 0  # the rotated balls did cross ranks
+        assert ranks[0][(dtype, train)]["halo"] > 0
+    expected = {"tree": "differ from rank 0 (differing: ball_sizes",
+                "cloud": "differing: pos", "empty": f"rank {world_size - 1}: the cloud has no points",
+                "too_small": f"use at most {world_size // 2} rank(s)", "model": "different model configurations",
+                "batch": "one graph"}
+    for rank, results in enumerate(ranks):
+        errors = results["errors"]
+        for name, text in expected.items():
+            assert errors[name] is not None and text in errors[name], (rank, name, errors[name])
+        if world_size == 4 and rank < 3:
+            assert "power of two" in errors["world_size"]
