@@ -20,6 +20,7 @@
 #include "ball_attention.h"
 #include "ball_tree.h"
 #include "edge_messages.h"
+#include "neighbour_search.h"
 #include "rms_norm.h"
 #include "swiglu.h"
 
@@ -142,6 +143,42 @@ static IndexArray slot_ptr(const IndexArray& node_ptr, bool pow2, int64_t grain)
     out[g] = out[g - 1] + slots;
   }
   return ptr;
+}
+
+template <class Scalar>
+static py::array_t<int64_t> search(py::array pos, const int64_t* nodes, int64_t num_graphs, int64_t count,
+                                   double radius_sq, bool loop, int threads) {
+  const auto coords = py::array_t<Scalar, py::array::c_style>::ensure(pos);
+  py::array_t<int64_t> edges;
+  {
+    py::gil_scoped_release release;
+    erwin::neighbour_search(coords.data(), coords.shape(1), nodes, num_graphs, count, radius_sq, loop, threads,
+                            [&edges](int64_t size) {
+                              py::gil_scoped_acquire acquire;  // to create the array, once
+                              edges = py::array_t<int64_t>({int64_t{2}, size});
+                              return edges.mutable_data();
+                            });
+  }
+  return edges;
+}
+
+static py::array_t<int64_t> neighbour_search(py::array pos, const IndexArray& node_ptr, int64_t count,
+                                             double radius_sq, bool loop, int threads) {
+  if (pos.ndim() != 2 || pos.shape(1) < 1) throw std::invalid_argument("pos must be [num_points, dim >= 1]");
+  if (node_ptr.ndim() != 1 || node_ptr.size() < 2) throw std::invalid_argument("node_ptr must be 1-D, length >= 2");
+  const int64_t num_graphs = node_ptr.size() - 1;
+  const int64_t* nodes = node_ptr.data();
+  if (nodes[0] != 0 || nodes[num_graphs] != pos.shape(0) || !std::is_sorted(nodes, nodes + num_graphs + 1)) {
+    throw std::invalid_argument("node_ptr must run from 0 to num_points, non-decreasing");
+  }
+  if (count < 1) throw std::invalid_argument("count must be >= 1");
+  if (py::isinstance<py::array_t<float>>(pos)) {
+    return search<float>(pos, nodes, num_graphs, count, radius_sq, loop, threads);
+  }
+  if (py::isinstance<py::array_t<double>>(pos)) {
+    return search<double>(pos, nodes, num_graphs, count, radius_sq, loop, threads);
+  }
+  throw std::invalid_argument("pos must be float32 or float64");
 }
 
 using FloatArray = py::array_t<float, py::array::c_style>;
@@ -354,6 +391,11 @@ PYBIND11_MODULE(_C, m) {
         "or (2, None) for unsorted ids.");
   m.def("slot_ptr", &slot_ptr, py::arg("node_ptr"), py::arg("pow2"), py::arg("grain"),
         "Slot offsets of the graphs: pow2 or compact padding to the granularity.");
+  m.def("neighbour_search", &neighbour_search, py::arg("pos"), py::arg("node_ptr"), py::arg("count"),
+        py::arg("radius_sq"), py::arg("loop"), py::arg("threads"),
+        "Exact neighbours in a ragged batch (csrc/neighbour_search.h): per node, the count nearest nodes of its "
+        "graph with squared distance <= radius_sq, ties by index; returns edge_index [2, E] int64 (row 0 the "
+        "neighbour, row 1 the centre, by centre then neighbour index).");
   m.def("ball_attention_forward", &ball_attention_forward, py::arg("qkv").noconvert(), py::arg("sigma").noconvert(),
         py::arg("distance").noconvert(), py::arg("hidden").noconvert().none(true), py::arg("out").noconvert(),
         py::arg("lse").noconvert(), py::arg("threads"),

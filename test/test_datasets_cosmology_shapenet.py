@@ -12,6 +12,7 @@ import torch
 from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 
+from dataset_files import processed_files
 from torch_geometric_erwin.datasets import Cosmology, ShapeNetCar
 from torch_geometric_erwin.datasets.cosmology import decode_float_tensor, parse_example
 from torch_geometric_erwin.datasets.fixtures_cosmology_shapenet import (
@@ -41,11 +42,6 @@ SMALL = {"train": 5, "val": 3, "test": 2}
 def no_network(monkeypatch):
     """Points the Cosmology archive URL at nothing, so no test can start a 7 GB download."""
     monkeypatch.setattr(Cosmology, "url", f"memory://{uuid.uuid4().hex}/files-archive")
-
-
-def processed_files(root):
-    path = osp.join(root, "processed")
-    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path)) if fs.exists(path) else []
 
 
 def rewrite(path, payload):
@@ -277,13 +273,15 @@ def test_cosmology_interrupted_process_leaves_nothing(root, no_network):
 @pytest.mark.filterwarnings("ignore:The `pre_filter` argument differs")
 def test_cosmology_pre_filter_and_loading_without_raw(root, no_network):
     raw = write_cosmology(osp.join(root, "raw"))
-    keep = Cosmology(root, split=None, num_samples=SMALL, log=False,
-                     pre_filter=lambda d: bool(d.pos[0, 0] > -0.5))
+    def in_front(data):
+        return bool(data.pos[0, 0] > -0.5)
+
+    keep = Cosmology(root, split=None, num_samples=SMALL, log=False, pre_filter=in_front)
     expected = [r for s in ("train", "val", "test") for r in cosmology_order(raw[s])
                 if (r["x"][0] - POS_MEAN[0]) / POS_STD[0] > -0.5]
     assert len(keep) == len(expected) and sum(len(v) for v in keep.get_idx_split().values()) == len(keep)
     fs.rm(osp.join(root, "raw"), recursive=True)
-    again = Cosmology(root, split=None, num_samples=SMALL, log=False)
+    again = Cosmology(root, split=None, num_samples=SMALL, log=False, pre_filter=in_front)
     assert torch.equal(again[len(again) - 1].y, keep[len(keep) - 1].y)
 
 
@@ -489,8 +487,10 @@ def test_shapenet_pre_filter_keeps_splits_and_loads_without_raw(root):
     fs.makedirs(osp.join(root, "raw", "param4"), exist_ok=True)
     rewrite(osp.join(root, "raw", "param4", "notes.txt"), b"not a car")  # files in param dirs are ignored
     dropped = list(raw)[1]
-    dataset = ShapeNetCar(root, split=None, log=False, pre_filter=lambda d: d.car_id != dropped,
-                          **FIXTURE_SPLIT)
+    def kept_car(data):
+        return data.car_id != dropped
+
+    dataset = ShapeNetCar(root, split=None, log=False, pre_filter=kept_car, **FIXTURE_SPLIT)
     assert len(dataset) == 14 and dropped not in [dataset[i].car_id for i in range(14)]
     train, val, test = reference_splits(15, 4, 3)
     kept = [i for i in range(15) if i != 1]
@@ -498,10 +498,10 @@ def test_shapenet_pre_filter_keeps_splits_and_loads_without_raw(root):
     assert [dataset[int(k)].car_index.item() for k in split["test"]] == [i for i in test if i in kept]
     assert [dataset[int(k)].car_index.item() for k in split["valid"]] == [i for i in val if i in kept]
     fs.rm(osp.join(root, "raw"), recursive=True)
-    again = ShapeNetCar(root, split="test", log=False, **FIXTURE_SPLIT)
+    again = ShapeNetCar(root, split="test", log=False, pre_filter=kept_car, **FIXTURE_SPLIT)
     assert [again[i].car_index.item() for i in range(len(again))] == [i for i in test if i in kept]
     with pytest.raises(ValueError, match="num_cars: the processed dataset .* built from 15 cars"):
-        ShapeNetCar(root, log=False, num_test=4, num_val=3, num_cars=16)
+        ShapeNetCar(root, log=False, num_test=4, num_val=3, num_cars=16, pre_filter=kept_car)
 
 
 def test_shapenet_bad_arguments(tmp_path):

@@ -10,6 +10,7 @@ import torch
 from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 
+from dataset_files import processed_files
 from torch_geometric_erwin.datasets.fixtures_geo_fno import (write_airfoil, write_elasticity, write_pipe,
                                                              write_plasticity)
 from torch_geometric_erwin.datasets.geo_fno import Airfoil, Elasticity, Pipe, Plasticity
@@ -25,11 +26,6 @@ AIRFOIL = dict(pos_mean=[1.4925, 3.4233e-4], pos_std=[6.6607, 6.0777], y_mean=0.
 PIPE = dict(pos_mean=[4.9609, -0.0080], pos_std=[2.8867, 0.5690], y_mean=0.1667, y_std=0.0805)
 ELASTICITY = dict(pos_mean=[0.4998, 0.5003], pos_std=[0.3217, 0.3216], y_mean=187.7388, y_std=127.0829)
 PLASTICITY = dict(x_mean=19.6351, x_std=2.3652, y_mean=-4.4049, y_std=14.3477)
-
-
-def processed_files(root, folder):
-    path = osp.join(root, "processed", folder)
-    return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path)) if fs.exists(path) else []
 
 
 # ----------------------------------------------------------------------- expected samples
@@ -421,3 +417,14 @@ def test_fixtures_module_exports_every_writer():
         assert callable(getattr(fixtures, name))
     assert {"write_cosmology", "write_polymer_md", "write_eagle", "write_shapenet_car", "write_airfoil",
             "write_pipe", "write_elasticity", "write_plasticity"} <= set(fixtures.__all__)
+
+
+def test_damaged_processed_file_names_it(tmp_path):
+    write_airfoil(str(tmp_path / "raw"))
+    before = Airfoil(str(tmp_path), split="test", log=False)[0]
+    path = tmp_path / "processed" / "airfoil" / "data.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(OSError, match=r"processed file '.*airfoil/data.pt' cannot be read.*force_reload=True"):
+        Airfoil(str(tmp_path), split="test", log=False)
+    after = Airfoil(str(tmp_path), split="test", force_reload=True, log=False)[0]
+    assert torch.equal(before.y, after.y)

@@ -10,6 +10,7 @@ from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import Compose
 
+from dataset_files import processed_files
 from torch_geometric_erwin.datasets.eagle import EAGLE
 from torch_geometric_erwin.datasets.fixtures_md_eagle import write_eagle, write_polymer_md
 from torch_geometric_erwin.datasets.polymer_md import PolymerMD
@@ -24,11 +25,6 @@ ACC_STD = np.array([1.7428, 1.7295, 1.7390])
 STATE_MEAN = np.array([-0.0015, 0.2211, -0.8322, 4.6050])
 STATE_STD = np.array([1.7970, 2.0258, 7.4013, 9.7232])
 MD_ORDER = ("train", "val", "test")
-
-
-def processed_files(root):
-    path = osp.join(root, "processed")
-    return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path)) if fs.exists(path) else []
 
 
 # --------------------------------------------------------------------------------- PolymerMD

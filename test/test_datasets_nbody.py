@@ -10,8 +10,9 @@ from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 
 from torch_geometric_erwin.datasets import SyntheticNBody
+from torch_geometric_erwin.datasets.base import ProcessedFileError
 from torch_geometric_erwin.datasets.nbody import gravitational_acceleration
-from torch_geometric_erwin.transforms import BallTreeTransform
+from torch_geometric_erwin.transforms import BallTreeTransform, KNNGraphTransform
 
 SMALL = dict(num_particles=100, num_graphs=(3, 2, 2), log=False)
 
@@ -308,3 +309,31 @@ def test_target_is_mostly_long_range(dim):
     acc = torch.cat(targets)
     total = float(((acc - acc.mean(0)) ** 2).sum())
     assert 1 - residual / total < 0.5
+
+
+def test_pre_transforms_share_a_root(tmp_path):
+    # the README's trees and the example's kNN graphs in one root: each reads what it built
+    trees = SyntheticNBody(str(tmp_path), split="train", pre_transform=BallTreeTransform(), **SMALL)
+    graphs = SyntheticNBody(str(tmp_path), split="train", pre_transform=KNNGraphTransform(4), **SMALL)
+    plain = SyntheticNBody(str(tmp_path), split="train", **SMALL)
+    assert "tree_index" in trees[0] and "edge_index" not in trees[0]
+    assert graphs[0].edge_index.shape == (2, 4 * 100) and "tree_index" not in graphs[0]
+    assert "tree_index" not in plain[0] and "edge_index" not in plain[0]
+    assert torch.equal(trees[1].pos, graphs[1].pos) and torch.equal(graphs[1].pos, plain[1].pos)
+    assert trees.processed_dir != graphs.processed_dir and plain.processed_dir == str(tmp_path / "processed")
+    again = SyntheticNBody(str(tmp_path), split="train", pre_transform=KNNGraphTransform(4), **SMALL)
+    assert again.processed_dir == graphs.processed_dir and torch.equal(again[2].edge_index, graphs[2].edge_index)
+    assert SyntheticNBody(str(tmp_path), split="train", pre_transform=KNNGraphTransform(5),
+                          **SMALL).processed_dir != graphs.processed_dir
+
+
+def test_damaged_processed_file_names_it(tmp_path):
+    dataset = SyntheticNBody(str(tmp_path), split="train", **SMALL)
+    path = os.path.join(dataset.processed_dir, dataset.processed_file_names[0])
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(ProcessedFileError, match=r"processed file '.*" + dataset.processed_file_names[0]
+                       + r"' cannot be read.*force_reload=True"):
+        SyntheticNBody(str(tmp_path), split="train", **SMALL)
+    rebuilt = SyntheticNBody(str(tmp_path), split="train", force_reload=True, **SMALL)
+    assert torch.equal(rebuilt[0].pos, dataset[0].pos)

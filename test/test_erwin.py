@@ -330,3 +330,110 @@ def test_extreme_coordinates_and_half_precision_positions():
         balls = pos.double().view(-1, 8, 3)
         exact = (balls[:, :, None] - balls[:, None]).norm(dim=-1)
         torch.testing.assert_close(geometry.distance.double(), exact, rtol=1e-5, atol=1e-5 * float(exact.max()))
+
+
+def _transformed(graphs, angle=45.0, ball_sizes=(8, 4), strides=(2,), padding="pow2"):
+    transform = T.Compose([BallTreeTransform(list(ball_sizes), list(strides), padding),
+                           RotatedTreeTransform(angle, list(ball_sizes), list(strides), padding)])
+    return Batch.from_data_list([transform(g.clone()) for g in graphs])
+
+
+@pytest.mark.parametrize("build, message", [
+    (dict(angle=30.0), r"tree built with angle=30 but the model rotates by 45: use "
+                       r"RotatedTreeTransform\(angle=model.rotate, \*\*model.tree_config\), here "
+                       r"RotatedTreeTransform\(angle=45, ball_sizes=\[8, 4\], strides=\[2\], padding='pow2'\)"),
+    (dict(ball_sizes=(16, 8)), r"tree built with ball_sizes=\[16, 8\] but the model uses ball_sizes=\[8, 4\]"),
+    (dict(padding="compact"), r"tree built with padding='compact' but the model uses padding='pow2'"),
+    (dict(strides=(1,)), r"tree built with strides=\[1\] but the model uses strides=\[2\]"),
+])
+def test_tree_attributes_built_for_another_configuration_are_refused(build, message):
+    """Each of these trees has slot counts the model accepts, and the model ran on them and returned
+    other outputs than on its own trees; the build record names the difference and the fix."""
+    model = small_model().eval()
+    graphs = [make_graph(20, 0), make_graph(37, 1)]
+    with pytest.raises(ValueError, match=message):
+        model(_transformed(graphs, **build))
+    given = build_ball_tree(*(lambda b: (b.pos, b.batch))(Batch.from_data_list(graphs)),
+                            ball_sizes=list(build.get("ball_sizes", (8, 4))),
+                            strides=list(build.get("strides", (2,))), padding=build.get("padding", "pow2"),
+                            rotate=build.get("angle", 45.0))
+    batch = Batch.from_data_list(graphs)
+    with pytest.raises(ValueError, match=message.split(":")[0] + r": build it with model.build_tree"):
+        model(batch.x, batch.pos, batch.batch, batch.edge_index, tree=given)
+    with torch.no_grad():  # the model's own configuration runs, and equals the on-the-fly build
+        torch.testing.assert_close(model(_transformed(graphs)), model(batch.x, batch.pos, batch.batch,
+                                                                      batch.edge_index))
+
+
+def test_a_model_without_rotated_blocks_accepts_any_angle():
+    model = small_model(enc_depths=[1, 1], dec_depths=[1]).eval()
+    graphs = [make_graph(20, 0), make_graph(37, 1)]
+    batch = Batch.from_data_list(graphs)
+    with torch.no_grad():
+        torch.testing.assert_close(model(_transformed(graphs, angle=30.0)),
+                                   model(batch.x, batch.pos, batch.batch, batch.edge_index))
+
+
+def test_a_tree_of_other_positions_is_refused():
+    """A tree of another batch with the same graph sizes passes every structural check; the leaf radii
+    recorded at build time show it does not fit. Rigid motions and uniform scaling of the positions,
+    which leave the partition as it was, pass."""
+    model = small_model().eval()
+    first = Batch.from_data_list([make_graph(20, 0), make_graph(37, 1)])
+    second = Batch.from_data_list([make_graph(20, 2), make_graph(37, 3)])
+    tree = model.build_tree(first.pos, first.batch)
+    with pytest.raises(ValueError, match="the tree does not fit these positions"):
+        model(second.x, second.pos, second.batch, second.edge_index, tree=tree)
+    stale = _transformed([make_graph(20, 0), make_graph(37, 1)])
+    stale.pos = second.pos
+    with pytest.raises(ValueError, match="the tree does not fit these positions"):
+        model(stale)
+    one = _transformed([make_graph(12, 4)])  # a single ball: caught inside it
+    one.pos = one.pos[torch.randperm(12, generator=torch.Generator().manual_seed(0))]
+    with pytest.raises(ValueError, match="the tree does not fit these positions"):
+        model(one)
+    moved = _transformed([make_graph(20, 0), make_graph(37, 1)])
+    moved.pos = 3.0 * moved.pos + torch.tensor([1e3, -5.0, 2.0])
+    with torch.no_grad():
+        model(moved)
+
+
+def test_partial_or_unrecorded_tree_attributes_are_refused():
+    model = small_model().eval()
+    data = _transformed([make_graph(20, 0)]).to_data_list()[0]
+    for key, message in (("tree_mask", r"partial tree attributes .*missing tree_mask"),
+                         ("tree_radius", "partial tree attributes .*missing tree_radius"),
+                         ("tree_build", "without a tree_build record: they were built by an older"),
+                         ("tree_index", "partial tree attributes")):
+        broken = data.clone()
+        del broken[key]
+        with pytest.raises(ValueError, match=message):
+            model(broken)
+    mixed = Batch.from_data_list([_transformed([make_graph(20, 0)], angle=30.0).to_data_list()[0], data])
+    with pytest.raises(ValueError, match="the graphs of this batch carry trees built differently"):
+        model(mixed)
+
+
+def test_non_finite_features_are_refused(monkeypatch):
+    model = small_model().eval()
+    data = make_graph(20, 0)
+    x = data.x.clone()
+    x[3, 1] = math.inf
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        model(x, data.pos, edge_index=data.edge_index)
+    x[3, 1] = math.nan
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        model(x, data.pos, edge_index=data.edge_index)
+    monkeypatch.setenv("TORCH_GEOMETRIC_ERWIN_CHECK_FINITE", "0")
+    with torch.no_grad():
+        assert torch.isnan(model(x, data.pos, edge_index=data.edge_index)).any()
+
+
+def test_decode_false_drops_padding_slots():
+    """Without pooling between the levels (stride 1), the coarsest level holds the padding duplicates of
+    the finest: they are dropped, one row per node remains, and the rows of a graph are its nodes'."""
+    model = small_model(decode=False, ball_sizes=[8, 8], strides=[1]).eval()
+    graphs = Batch.from_data_list([make_graph(20, 0), make_graph(37, 1)])
+    with torch.no_grad():
+        h, batch = model(graphs.x, graphs.pos, graphs.batch, graphs.edge_index)
+    assert h.shape == (57, 16) and torch.equal(torch.bincount(batch), torch.tensor([20, 37]))

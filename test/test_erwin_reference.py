@@ -77,7 +77,9 @@ def test_outputs_equal_the_reference_on_its_own_trees():
     tree_idx, tree_mask, rotated = balltree.build_balltree_with_rotations(
         pos, batch, config["strides"], config["ball_sizes"], config["rotate"])
     ours_tree = build_ball_tree(pos, batch, ball_sizes=config["ball_sizes"], strides=config["strides"])
+    # the record follows the reference's build; the leaf radii were recorded for our own slot order
     ours_tree.index, ours_tree.mask, ours_tree.rotated = tree_idx, tree_mask, list(rotated)
+    ours_tree.rotate, ours_tree.radius = float(config["rotate"]), None
     with torch.no_grad():
         expected = ref(x, pos, batch, edge_index, tree_idx=tree_idx, tree_mask=tree_mask,
                        tree_idx_rot=list(rotated))

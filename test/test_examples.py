@@ -131,3 +131,79 @@ def test_bad_command_line_in_a_subprocess_has_no_traceback(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def _nbody(tmp_path, *extra):
+    return _run("nbody", ["--data", str(tmp_path / "data"), *write_nbody(None), "--model", "mpnn",
+                          "--val-every", "2", "--batch-size", "2", "--out", str(tmp_path / "out"), "--no-progress",
+                          "--no-tensorboard", "--seed", "1", *extra])
+
+
+def test_train_predict_and_resume_on_nbody(tmp_path, capsys):
+    """Two steps, then predict on the test split with the best checkpoint: the metrics are the run's
+    test metrics, the predictions one row per node; --resume --steps 3 extends the run with the saved
+    options (here data options that differ from the defaults), and refuses changed ones."""
+    assert _nbody(tmp_path, "--steps", "2") == 0, capsys.readouterr().err
+    run = tmp_path / "out" / "mpnn"
+    result = json.loads((run / "results.json").read_text())
+    assert result["config"]["steps"] == 2 and result["config"]["time_budget"] is None
+    assert result["config"]["model"] == "mpnn" and "resume" not in result["config"]
+    capsys.readouterr()
+    best = str(run / "checkpoints" / "best.pt")
+    assert _run("nbody", ["predict", "--checkpoint", best, "--split", "test"]) == 0, capsys.readouterr().err
+    metrics = json.loads((run / "predictions" / "test_metrics.json").read_text())
+    assert metrics["num_graphs"] == 2 and metrics["split"] == "test" and metrics["step"] == 2
+    assert metrics["metrics"] == pytest.approx(result["test"], rel=1e-5)
+    import torch
+    predictions = torch.load(run / "predictions" / "test.pt", weights_only=True)
+    assert predictions["outputs"].shape == (96, 3) and predictions["ptr"].tolist() == [0, 48, 96]
+
+    capsys.readouterr()
+    assert _run("nbody", ["--out", str(tmp_path / "out"), "--model", "mpnn", "--resume", "--steps", "3",
+                          "--no-progress"]) == 0, capsys.readouterr().err
+    resumed = json.loads((run / "results.json").read_text())
+    assert resumed["steps"] == 3 and resumed["config"]["num_particles"] == 48
+    assert resumed["config"]["batch_size"] == 2 and resumed["config"]["no_tensorboard"] is True  # saved
+    err = _bad("nbody", ["--out", str(tmp_path / "out"), "--model", "mpnn", "--resume", "--lr", "0.5",
+                         "--batch-size", "4"], capsys)
+    assert "--lr 0.5 (saved: 0.001)" in err and "--batch-size 4 (saved: 2)" in err
+    err = _bad("nbody", ["--out", str(tmp_path / "out"), "--model", "mpnn", "--resume", "--steps", "3"], capsys)
+    assert "does not extend the run, which has trained 3 steps" in err
+
+
+def test_predict_refuses_other_files_and_debug_shows_tracebacks(tmp_path, capsys):
+    from torch_geometric_erwin.nn import MPNN
+    model_file = str(tmp_path / "model.pt")
+    MPNN(4, 8, 1).save(model_file)
+    err = _bad("nbody", ["predict", "--checkpoint", model_file], capsys)
+    assert "is a model file; predict needs a run's training checkpoint" in err
+    assert "--checkpoint" in _bad("nbody", ["predict"], capsys)
+    status = _run("nbody", ["predict", "--checkpoint", str(tmp_path / "missing.pt"), "--debug"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" in err and "no checkpoint at" in err.splitlines()[-1]
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        _run("nbody", ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in (("--lr LR", "1e-05"), ("--eval-batch-size", "(default: 8)"), ("--seed", "(default: 0)"),
+                            ("--weight-decay", "(default: 0.01)"), ("--schedule", "(default: cosine)")):
+        assert option in text and default in text
+    assert "(default: None)" not in text and "predict --checkpoint" in text
+    with pytest.raises(SystemExit):
+        _run("nbody", ["predict", "--help"])
+    assert "--split {train,val,test}" in capsys.readouterr().out
+
+
+def test_missing_optional_packages_stop_the_run_before_any_work(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    example = load_example("nbody")
+    monkeypatch.setattr(example.EXPERIMENT, "load", lambda args: pytest.fail("data were loaded"))
+    for missing, extra, hint in (("tensorboard", [], "or pass --no-tensorboard"),
+                                 ("matplotlib", ["--no-tensorboard"], "plots")):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == missing else find_spec(name))
+        status = example.run(example.EXPERIMENT, ["--out", str(tmp_path / "out"), "--steps", "1", *extra])
+        err = capsys.readouterr().err
+        assert status == 2 and f"{missing} is not installed" in err and hint in err

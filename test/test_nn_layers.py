@@ -11,12 +11,15 @@ from torch_geometric_erwin.nn import (BallAttention, BallGeometry, BallPooling, 
 
 
 def dense_ball_attention(layer, x, pos, key_mask=None):
-    """Eqs. 8-10 written per ball and per head with explicit loops."""
+    """Eqs. 8-10 written per ball and per head with explicit loops; hidden keys (padding) leave the
+    ball's centre too, unless the ball has no visible key."""
     m, heads = layer.ball_size, layer.num_heads
     out = torch.empty_like(x)
     for start in range(0, x.shape[0], m):
         p = pos[start:start + m]
-        h = x[start:start + m] + layer.pos_proj(p - p.mean(0))
+        visible = key_mask[start:start + m] if key_mask is not None else torch.ones(m, dtype=torch.bool)
+        centre = p[visible].mean(0) if visible.any() else p.mean(0)
+        h = x[start:start + m] + layer.pos_proj(p - centre)
         qkv = layer.qkv(h).view(m, heads, -1, 3)
         heads_out = []
         for head in range(heads):
@@ -560,8 +563,8 @@ def brute_force_neighbours(pos, batch, count, radius, loop):
 
 @pytest.mark.parametrize("loop", [False, True])
 def test_knn_and_radius_graphs_are_exact(loop, monkeypatch):
-    import torch_geometric_erwin.nn.graph as graph
-    monkeypatch.setattr(graph, "PAIRS_PER_CHUNK", 64)  # several chunks, some spanning two graphs
+    import torch_geometric_erwin.tree.neighbour_search as search
+    monkeypatch.setattr(search, "PAIRS_PER_CHUNK", 64)  # torch engine: several chunks, some spanning two graphs
     torch.manual_seed(7)
     pos = torch.rand(45, 3)
     batch = torch.tensor([0] * 3 + [1] * 30 + [2] * 12)

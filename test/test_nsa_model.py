@@ -175,3 +175,44 @@ def test_float64_and_float16_positions_run_the_float32_model():
         torch.testing.assert_close(model(data.x, data.pos.double(), edge_index=data.edge_index), out)
         torch.testing.assert_close(model(data.x, data.pos.half(), edge_index=data.edge_index),
                                    model(data.x, data.pos.half().float(), edge_index=data.edge_index))
+
+
+def test_initialisation_is_the_references():
+    # every linear layer truncated normal (std 0.02) with zero bias, as the reference's model-wide
+    # init, except the gates, which keep NSA's initialisation (docs/deviations.md)
+    torch.manual_seed(0)
+    model = ErwinNSA.from_preset("md", in_channels=16, out_channels=3)
+    linears = {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    gates = {name for name in linears if name.endswith(".gate")}
+    assert gates and len(linears) > len(gates)
+    for name, lin in linears.items():
+        if name in gates:
+            assert (lin.weight == 0).all() and set(lin.bias.tolist()) == {-2.0, 2.0}
+            continue
+        assert abs(lin.weight.std().item() - 0.02) < 0.004, name
+        assert lin.bias is None or (lin.bias == 0).all(), name
+
+
+def test_trees_built_otherwise_or_for_other_positions_are_refused():
+    """As for Erwin: the build record and the leaf radii are checked before any work."""
+    model = small_model().eval()
+    graphs = [make_graph(40, 0), make_graph(29, 1)]
+    region = model.tree_config["ball_sizes"]
+    for angle, ball_sizes, message in (
+            (30.0, region, r"tree built with angle=30 but the model rotates by 45: use RotatedTreeTransform"),
+            (45.0, [2 * region[0]], r"tree built with ball_sizes=\[32\] but the model uses ball_sizes=\[16\]")):
+        transform = RotatedTreeTransform(angle=angle, ball_sizes=ball_sizes, strides=[])
+        with pytest.raises(ValueError, match=message):
+            model(Batch.from_data_list([transform(g.clone()) for g in graphs]))
+    first, second = Batch.from_data_list(graphs), Batch.from_data_list([make_graph(40, 2), make_graph(29, 3)])
+    tree = model.build_tree(first.pos, first.batch)
+    with pytest.raises(ValueError, match="the tree does not fit these positions"):
+        model(second.x, second.pos, second.batch, second.edge_index, tree=tree)
+    partial = RotatedTreeTransform(angle=45.0, **model.tree_config)(make_graph(40, 0))
+    del partial.tree_mask
+    with pytest.raises(ValueError, match="partial tree attributes"):
+        model(partial)
+    x = first.x.clone()
+    x[0, 0] = math.nan
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        model(x, first.pos, first.batch, first.edge_index)

@@ -64,3 +64,19 @@ def test_bad_input():
     with pytest.raises(TypeError, match="edge_index must have dtype torch.int64"):
         model(data.x, data.pos, edge_index=data.edge_index.float())
     assert "MPNN(4, 8" in repr(model)
+
+
+@pytest.mark.parametrize("in_channels, hidden, layers, mlp_layers, dim", [(1, 64, 4, 2, 3), (5, 32, 2, 3, 2)])
+def test_parameter_count_is_the_references(in_channels, hidden, layers, mlp_layers, dim):
+    # the reference: one Linear + GELU per encoder, MLPs of `mlp_layers` linear layers per step, two
+    # LayerNorms per step (the last step's edge norm is dropped here: nothing reads its output)
+    def linear(fan_in, fan_out):
+        return fan_in * fan_out + fan_out
+
+    def mlp(fan_in):
+        return linear(fan_in, hidden) + (mlp_layers - 1) * linear(hidden, hidden)
+
+    per_step = mlp(3 * hidden) + mlp(2 * hidden) + 2 * 2 * hidden
+    expected = linear(in_channels, hidden) + linear(dim, hidden) + layers * per_step - 2 * hidden
+    model = MPNN(in_channels, hidden, layers, dim=dim, mlp_layers=mlp_layers)
+    assert sum(p.numel() for p in model.parameters()) == expected

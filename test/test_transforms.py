@@ -73,7 +73,7 @@ def test_functional_transform_registered():
 
 def test_mismatched_configuration_is_caught():
     data = BallTreeTransform()(graphs(sizes=(20,))[0])  # padded for no balls: 32 slots
-    with pytest.raises(ValueError, match="not multiples of"):
+    with pytest.raises(ValueError, match=r"tree built with ball_sizes=None but the model uses ball_sizes=\[64\]"):
         BallTree.from_data(data, [64], [])
     with pytest.raises(ValueError, match="angle must be a finite, non-zero"):
         RotatedTreeTransform(0)
@@ -106,3 +106,33 @@ def test_knn_graph_transform_matches_knn_graph():
     assert data.edge_index.shape == (2, 120) and repr(KNNGraphTransform(4)) == "KNNGraphTransform(k=4, loop=False)"
     with pytest.raises(ValueError, match="k must"):
         KNNGraphTransform(0)
+
+
+def test_build_record_collates_and_round_trips():
+    """The record collates into one string per graph; the batch's tree carries it, and its leaf radii
+    are the batch build's."""
+    data_list = [transform()(data) for data in graphs()]
+    assert data_list[0].tree_build == "format=1;ball_sizes=16,8;strides=2;padding=pow2;rotate=45.0"
+    batch = next(iter(DataLoader(data_list, batch_size=len(data_list))))
+    assert batch.tree_build == [data_list[0].tree_build] * len(data_list)
+    tree = BallTree.from_data(batch)
+    built = build_ball_tree(batch.pos, batch.batch, ball_sizes=BALLS, strides=STRIDES, rotate=45)
+    assert (tree.ball_sizes, tree.strides, tree.padding, tree.rotate) == ((16, 8), (2,), "pow2", 45.0)
+    torch.testing.assert_close(tree.radius, built.radius)
+    assert tree.radius.shape == (tree.num_slots // 2,)
+    plain = BallTreeTransform(BALLS, STRIDES)(graphs(sizes=(30,))[0])
+    assert BallTree.from_data(plain).rotate == 0.0 and "rotate=0.0" in plain.tree_build
+
+
+def test_rotated_transform_refuses_a_tree_of_another_configuration():
+    data = BallTreeTransform([8, 8], STRIDES)(graphs(sizes=(30,))[0])
+    with pytest.raises(ValueError, match=r"tree built with ball_sizes=\[8, 8\] but the model uses "
+                                         r"ball_sizes=\[16, 8\]: rebuild the tree attributes with BallTreeTransform"):
+        RotatedTreeTransform(45, BALLS, STRIDES)(data)
+
+
+def test_a_future_tree_format_is_refused():
+    data = transform()(graphs(sizes=(30,))[0])
+    data.tree_build = data.tree_build.replace("format=1", "format=2")
+    with pytest.raises(ValueError, match="tree format 2, this version of torch_geometric_erwin reads format 1"):
+        BallTree.from_data(data)

@@ -1,5 +1,6 @@
 """The papers' benchmarks as PyG datasets (any fsspec root), plus a built-in synthetic N-body set."""
 
+from torch_geometric_erwin.datasets.base import ProcessedFileError
 from torch_geometric_erwin.datasets.cosmology import Cosmology
 from torch_geometric_erwin.datasets.eagle import EAGLE
 from torch_geometric_erwin.datasets.geo_fno import Airfoil, Elasticity, Pipe, Plasticity
@@ -14,6 +15,7 @@ __all__ = [
     "Elasticity",
     "Pipe",
     "Plasticity",
+    "ProcessedFileError",
     "PolymerMD",
     "ShapeNetCar",
     "SyntheticNBody",

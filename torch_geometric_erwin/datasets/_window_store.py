@@ -36,10 +36,12 @@ from torch_geometric.data import Data, Dataset
 from torch_geometric.data.dataset import files_exist
 from torch_geometric.io import fs
 
+from torch_geometric_erwin.datasets.base import ProcessedCache
+
 TMP_MARK = ".tmp-"
 
 
-class TrajectoryDataset(Dataset):
+class TrajectoryDataset(ProcessedCache, Dataset):
     r"""Base of the on-disk trajectory datasets: splits, record tables and
     the window index.
 
@@ -75,7 +77,7 @@ class TrajectoryDataset(Dataset):
                          force_reload=force_reload)
         self._records: List[Dict] = []
         for name in self._splits:
-            for record in fs.torch_load(self.processed_path(name, "records.pt")):
+            for record in self.load_processed(self.processed_path(name, "records.pt")):
                 record["split"] = name
                 self._records.append(record)
         counts = [self.num_windows(record) for record in self._records]

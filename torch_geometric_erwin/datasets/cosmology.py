@@ -36,6 +36,7 @@ from torch_geometric_erwin.datasets._window_store import (
     raw_file_error,
     require_module,
 )
+from torch_geometric_erwin.datasets.base import ProcessedCache
 
 # ----------------------------------------------------------------- wire format
 _WIRE_VARINT, _WIRE_I64, _WIRE_LEN, _WIRE_I32 = 0, 1, 2, 5
@@ -193,7 +194,7 @@ def read_tfrecords(path: str, verify: bool = True) -> Iterator[bytes]:
 
 
 # --------------------------------------------------------------------- dataset
-class Cosmology(InMemoryDataset):
+class Cosmology(ProcessedCache, InMemoryDataset):
     r"""Dark-matter halo catalogues of the Quijote simulations (Villaescusa-
     Navarro et al., 2020) as packaged by eqnn-jax (Balla et al., 2024) and
     used by Erwin's cosmology benchmark: predict every halo's velocity from
@@ -285,7 +286,7 @@ class Cosmology(InMemoryDataset):
         self.num_samples = self._resolve_num_samples(num_samples)
         super().__init__(root, transform, pre_transform, pre_filter, log=log,
                          force_reload=force_reload)
-        data, slices, counts = fs.torch_load(self.processed_paths[0])
+        data, slices, counts = self.load_processed(self.processed_paths[0])
         self.data = Data.from_dict(data)
         self.slices = slices
         self._counts: Dict[str, int] = counts

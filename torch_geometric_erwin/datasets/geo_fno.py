@@ -34,6 +34,7 @@ from torch_geometric_erwin.datasets._window_store import (
     raw_file_error,
     require_module,
 )
+from torch_geometric_erwin.datasets.base import ProcessedCache
 
 #: The Google Drive folder of the Geo-FNO data ("PDE Benchmarks", about 10 GB).
 GEO_FNO_URL = "https://drive.google.com/drive/folders/1YBuaoTdOSr_qzaow-G-iwvbUI7fiUzu8"
@@ -42,7 +43,7 @@ GEO_FNO_URL = "https://drive.google.com/drive/folders/1YBuaoTdOSr_qzaow-G-iwvbUI
 _NO_TIME, _RANDOM_TIME, _ALL_TIMES = -1, -2, -3
 
 
-class GeoFNODataset(Dataset):
+class GeoFNODataset(ProcessedCache, Dataset):
     r"""Base of the Geo-FNO benchmarks: raw checks, processing, splits and
     normalisation. Subclasses say which raw files they read
     (:attr:`raw_layout`), how the arrays become one sample
@@ -112,7 +113,7 @@ class GeoFNODataset(Dataset):
         self._splits = self.splits if split is None else (split,)
         super().__init__(root, transform, pre_transform, pre_filter, log=log,
                          force_reload=force_reload)
-        stored = fs.torch_load(self.processed_paths[0])
+        stored = self.load_processed(self.processed_paths[0])
         self._store = None if stored["data"] is None else Data.from_dict(stored["data"])
         self._slices: Dict[str, Tensor] = stored["slices"]
         self.meta: Dict = stored["meta"]
@@ -134,7 +135,7 @@ class GeoFNODataset(Dataset):
         return list(self.raw_layout)
 
     @property
-    def processed_dir(self) -> str:
+    def processed_root(self) -> str:
         return osp.join(self.root, "processed", self.folder)
 
     @property

@@ -19,6 +19,7 @@ from torch_geometric.data.separate import separate
 from torch_geometric.io import fs
 
 from torch_geometric_erwin.datasets._window_store import atomic_torch_save, dataset_root
+from torch_geometric_erwin.datasets.base import ProcessedCache
 
 SizeSpec = Union[int, Sequence[int], Mapping[str, int]]
 RangeSpec = Union[int, Tuple[int, int]]
@@ -106,7 +107,7 @@ def _pairwise_row_sum(values: Tensor) -> Tensor:
     return values[:, 0]
 
 
-class SyntheticNBody(InMemoryDataset):
+class SyntheticNBody(ProcessedCache, InMemoryDataset):
     r"""Synthetic gravitational N-body graphs: predict every particle's
     softened gravitational acceleration due to *all* the other particles
     from the positions and masses.
@@ -243,7 +244,7 @@ class SyntheticNBody(InMemoryDataset):
 
         parts, counts = [], []
         for name in self._splits:
-            stored = fs.torch_load(self._processed_path(name))
+            stored = self.load_processed(self._processed_path(name))
             if stored.get("version") != self.version or stored.get("config") != self._config():
                 raise RuntimeError(f"'{self._processed_path(name)}' does not hold this configuration; "
                                    f"delete it or pass force_reload=True")

@@ -19,9 +19,10 @@ from torch_geometric_erwin.datasets._window_store import (
     missing_raw_error,
     raw_file_error,
 )
+from torch_geometric_erwin.datasets.base import ProcessedCache
 
 
-class ShapeNetCar(InMemoryDataset):
+class ShapeNetCar(ProcessedCache, InMemoryDataset):
     r"""The ShapeNet-Car benchmark (Umetani & Bickel, 2018) as used by
     Erwin (after UPT, Alkin et al., 2024): predict the pressure on the
     surface of a car from the positions of its 3586 mesh vertices.
@@ -135,7 +136,7 @@ class ShapeNetCar(InMemoryDataset):
         self.num_test, self.num_cars, self.permute = num_test, num_cars, permute
         super().__init__(root, transform, pre_transform, pre_filter, log=log,
                          force_reload=force_reload)
-        data, slices, found = fs.torch_load(self.processed_paths[0])
+        data, slices, found = self.load_processed(self.processed_paths[0])
         if num_cars is not None and found != num_cars:
             raise ValueError(f"num_cars: the processed dataset in '{self.processed_dir}' was built "
                              f"from {found} cars, {num_cars} expected; pass num_cars={found} or "

@@ -1,6 +1,7 @@
 """Layers and models: ball attention, Erwin blocks, ball pooling, the MPNN embedding, Erwin NSA."""
 
-from torch_geometric_erwin.nn.ball_attention import BallAttention, BallGeometry
+from torch_geometric_erwin.nn.ball_attention import (BallAttention, BallGeometry, attention_backend,
+                                                     set_attention_backend)
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding
 from torch_geometric_erwin.nn.erwin_block import ErwinBlock
 from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
@@ -23,6 +24,8 @@ __all__ = [
     "MPNN",
     "RMSNorm",
     "SwiGLU",
+    "attention_backend",
     "knn_graph",
     "radius_graph",
+    "set_attention_backend",
 ]

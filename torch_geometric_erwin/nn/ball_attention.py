@@ -1,8 +1,10 @@
 r"""Ball attention: multi-head self-attention inside balls of a ball tree (Erwin, eqs. 8-10)."""
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -13,8 +15,22 @@ from torch_geometric_erwin.nn.cpu_path import _C, arrays, blocks, takes_cpu_path
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import check_tensor, is_power_of_two
 
+try:
+    from torch.nn.attention.flex_attention import flex_attention
+except ImportError:  # torch < 2.5
+    flex_attention = None
+
 #: Head widths the C++ kernels (csrc/ball_attention.h) are compiled for.
 KERNEL_HEAD_WIDTHS = (4, 8, 16, 32, 64)
+
+#: Names of the attention backends (see :class:`BallAttention`).
+ATTENTION_BACKENDS = ("auto", "math", "sdpa", "flex", "kernel", "blocked")
+
+#: The backend that :func:`attention_backend` imposes on every ball attention, or None.
+_backend_override: Optional[str] = None
+
+#: ``torch.compile(flex_attention)``, made on the first flex call outside the CPU.
+_compiled_flex = None
 
 
 @dataclass
@@ -27,7 +43,8 @@ class BallGeometry:
 
     Attributes:
         rel_pos: ``[S, D]`` position of every slot relative to its ball's centre
-            (eq. 9): :math:`p_i - \frac{1}{m}\sum_{j \in B} p_j`.
+            (eq. 9): :math:`p_i - \frac{1}{m}\sum_{j \in B} p_j`, or the mean of the ball's
+            real slots when a mask says which they are.
         distance: ``[S / m, m, m]`` pairwise distances inside every ball (eq. 10).
         ball_size: :math:`m`.
     """
@@ -38,17 +55,123 @@ class BallGeometry:
 
     @classmethod
     @torch.no_grad()
-    def from_pos(cls, pos: Tensor, ball_size: int) -> "BallGeometry":
+    def from_pos(cls, pos: Tensor, ball_size: int, mask: Optional[Tensor] = None) -> "BallGeometry":
         """Geometry of balls of ``ball_size`` contiguous slots of ``pos`` ``[S, D]`` (in float32 at
-        least: half-precision positions are promoted)."""
+        least: half-precision positions are promoted). ``mask`` ``[S]`` (bool, True on real slots)
+        takes each centre over the ball's real slots only, so padding duplicates do not pull it
+        towards the points they copy (a ball without real slots keeps the plain mean)."""
         dtype = torch.promote_types(pos.dtype, torch.float32)
         balls = rearrange(pos.detach().to(dtype), "(n m) d -> n m d", m=ball_size)
-        offsets = balls - reduce(balls, "n m d -> n 1 d", "mean")
+        if mask is None:
+            centre = reduce(balls, "n m d -> n 1 d", "mean")
+        else:
+            weight = rearrange(mask, "(n m) -> n m 1", m=ball_size).to(dtype)
+            weight = torch.where(weight.sum(1, keepdim=True) > 0, weight, torch.ones_like(weight))
+            centre = (balls * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True)
+        offsets = balls - centre
         # from differences, not cdist's default matrix-product formula |a|² + |b|² - 2ab, which loses
         # to cancellation about 1e-3 of the distances in a unit ball and more in balls far from the
         # origin (and is slower at ball sizes like 128)
         distance = torch.cdist(offsets, offsets, compute_mode="donot_use_mm_for_euclid_dist")
         return cls(rearrange(offsets, "n m d -> (n m) d"), distance, ball_size)
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, ATTENTION_BACKENDS))}, got {backend!r}")
+    return backend
+
+
+@contextlib.contextmanager
+def attention_backend(backend: str) -> Iterator[None]:
+    """Within the ``with`` block, every :class:`BallAttention` runs ``backend`` (one of
+    :data:`ATTENTION_BACKENDS`; ``"auto"`` restores each layer's own choice) whatever its own
+    :attr:`BallAttention.backend` says. Not thread-local: it is meant for benchmarks and tests."""
+    global _backend_override
+    previous, _backend_override = _backend_override, _check_backend(backend)
+    try:
+        yield
+    finally:
+        _backend_override = previous
+
+
+def set_attention_backend(module: nn.Module, backend: str) -> nn.Module:
+    """Sets :attr:`BallAttention.backend` of every ball attention in ``module`` (a layer, a block,
+    :class:`~torch_geometric_erwin.nn.Erwin` or :class:`~torch_geometric_erwin.nn.ErwinNSA`);
+    returns ``module``."""
+    _check_backend(backend)
+    layers = [layer for layer in module.modules() if isinstance(layer, BallAttention)]
+    if not layers:
+        raise ValueError(f"module has no BallAttention to set a backend on ({type(module).__name__})")
+    for layer in layers:
+        layer.backend = backend
+    return module
+
+
+def flex_supported(x: Tensor, head_width: int, ball_size: int) -> bool:
+    """Whether ``"auto"`` picks flex attention for input ``x``: outside the CPU (where torch's
+    flex attention has no backward pass) in float32, float16 or bfloat16, with head widths and
+    balls of at least 16 and head widths a power of two (the tile sizes of its Triton kernels)."""
+    return (flex_attention is not None and x.device.type != "cpu"
+            and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and head_width >= 16 and is_power_of_two(head_width) and ball_size >= 16)
+
+
+def _distance_bias(sigma: Tensor, distance: Tensor, hidden: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    r"""The ``[n, h, m, m]`` bias :math:`\sigma_h D` with hidden keys at :math:`-\infty` (SDPA's
+    ``attn_mask`` and the math path)."""
+    bias = rearrange(sigma, "h -> 1 h 1 1") * rearrange(distance, "n i j -> n 1 i j")
+    if hidden is not None:
+        bias = bias.masked_fill(hidden, float("-inf"))
+    return bias.to(dtype)
+
+
+def _math_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """Softmax attention written out in PyTorch operations, differentiated by autograd."""
+    scores = torch.einsum("nhie,nhje->nhij", q, k) * q.shape[-1] ** -0.5 + bias
+    return torch.einsum("nhij,nhje->nhie", scores.softmax(dim=-1), v)
+
+
+def flex_score_mod(sigma: Tensor, rel_pos: Tensor, hidden: Optional[Tensor]):
+    r"""The ``score_mod(score, b, h, i, j)`` of ball attention's flex backend: ``score`` plus
+    :math:`\sigma_h \lVert p_{b,i} - p_{b,j} \rVert` from ``rel_pos [n, m, D]`` (``sigma [h]``),
+    :math:`-\infty` where ``hidden [n, m]`` hides key ``j`` of ball ``b``. Indices may be tensors
+    that broadcast together (flex attention calls it on scalars under ``vmap``)."""
+    dimensionality = rel_pos.shape[-1]
+
+    def distance_bias(score, b, h, i, j):
+        squares = sum((rel_pos[b, i, c] - rel_pos[b, j, c]).square() for c in range(dimensionality))
+        return score + (sigma[h] * squares.sqrt()).to(score.dtype)
+
+    if hidden is None:
+        return distance_bias
+
+    def masked_distance_bias(score, b, h, i, j):
+        return torch.where(hidden[b, j], float("-inf"), distance_bias(score, b, h, i, j))
+
+    return masked_distance_bias
+
+
+def _flex_ball_attention(q: Tensor, k: Tensor, v: Tensor, sigma: Tensor, rel_pos: Tensor,
+                         hidden: Optional[Tensor]) -> Tensor:
+    r"""Ball attention by :func:`torch.nn.attention.flex_attention.flex_attention`, balls as the
+    batch dimension (sequences of :math:`m`): the ``score_mod`` adds :math:`\sigma_h
+    \lVert p_i - p_j \rVert` from the ball's positions ``rel_pos [n, m, D]`` and hides the keys of
+    ``hidden [n, m]``, inside the kernel, so that no ``[n, h, m, m]`` bias exists. Gradients reach
+    ``sigma`` as a captured tensor. Outside the CPU the call is compiled (once per process; an
+    outer ``torch.compile`` traces it in place); on the CPU it runs torch's eager implementation,
+    forward only."""
+    score_mod = flex_score_mod(sigma, rel_pos, hidden)
+    if torch.compiler.is_compiling():
+        return flex_attention(q, k, v, score_mod=score_mod)
+    if q.device.type == "cpu":
+        with warnings.catch_warnings():  # torch warns that the eager form is unfused: it is, on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            return flex_attention(q, k, v, score_mod=score_mod)
+    global _compiled_flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention)
+    return _compiled_flex(q, k, v, score_mod=score_mod)
 
 
 #: Bytes of attention scores per block of balls in the CPU training path.
@@ -182,29 +305,47 @@ class BallAttention(nn.Module):
         num_heads (int): attention heads.
         ball_size (int): slots per ball :math:`m` (a power of two).
         dimensionality (int): :math:`D` of the positions. (default: ``3``)
+        backend (str): the attention backend, one of :data:`ATTENTION_BACKENDS`
+            (see below). (default: ``"auto"``)
 
     Shapes:
         ``forward(x [S, C], pos [S, D], key_mask [S]? , geometry?) -> [S, C]``,
         with :math:`S` a multiple of ``ball_size``. ``key_mask`` (bool) hides
-        keys (tree padding) from the other slots of their ball; a ball without
-        any visible key attends to all of its slots. ``geometry`` is the
+        keys (tree padding) from the other slots of their ball and leaves them
+        out of the ball's centre (eq. 9); a ball without any visible key attends
+        to all of its slots. ``geometry`` is the
         :class:`BallGeometry` of ``pos``, when the caller has it already.
 
-    Kernels: on CPU in float32 (outside autocast and ``torch.compile``), with
-    head widths :math:`C / h` of 4, 8, 16, 32 or 64 and ``ball_size`` at least
-    4, training and inference run the C++ kernels of ``csrc/ball_attention.h``
-    (:class:`_KernelBallAttentionFunction`: no ``[n, h, m, m]`` tensor is
-    stored; the backward pass recomputes the probabilities). Other CPU
-    training (float64, other head widths, or without the compiled extension)
-    runs a written-out attention in PyTorch with its own backward pass
-    (SDPA's CPU fused kernel has no gradient for the bias). Everything else,
-    CUDA included, is :func:`torch.nn.functional.scaled_dot_product_attention`
-    with the bias as ``attn_mask`` (on CUDA the memory-efficient kernel, which
-    also differentiates the bias); under ``torch.compile`` and autocast the
-    SDPA form is traced.
+    Backends (``backend``, or :func:`set_attention_backend` on a model, or
+    the :func:`attention_backend` context manager, which overrides every
+    layer), all with the distance bias and the same padding semantics:
+
+    * ``"auto"`` (default): on CPU in float32 (outside autocast and
+      ``torch.compile``), with head widths :math:`C / h` of 4, 8, 16, 32 or 64
+      and ``ball_size`` a multiple of 4, ``"kernel"``; other CPU training in
+      float32 or float64 ``"blocked"``; other CPU work ``"sdpa"``. Elsewhere
+      (CUDA) ``"flex"`` where :func:`flex_supported`, else ``"sdpa"``.
+    * ``"kernel"``: the C++ kernels of ``csrc/ball_attention.h``
+      (:class:`_KernelBallAttentionFunction`: no ``[n, h, m, m]`` tensor is
+      stored; the backward pass recomputes the probabilities). CPU, float32.
+    * ``"blocked"``: a written-out attention in PyTorch with its own backward
+      pass, in blocks of balls (:class:`_BallAttentionFunction`; SDPA's CPU
+      fused kernel has no gradient for the bias). CPU, float32 or float64.
+    * ``"flex"``: :func:`~torch.nn.attention.flex_attention.flex_attention`
+      with the bias computed from the positions in its ``score_mod``
+      (:func:`_flex_ball_attention`): no bias tensor. Compiled outside the CPU;
+      on the CPU forward only (torch has no CPU backward pass for it).
+    * ``"sdpa"``: :func:`torch.nn.functional.scaled_dot_product_attention`
+      with the bias as a float ``attn_mask`` (on CUDA the memory-efficient
+      kernel, which also differentiates the bias).
+    * ``"math"``: softmax attention written out in PyTorch operations,
+      differentiated by autograd; any device, the reference for the others.
+
+    A backend asked for where it cannot run raises a ``ValueError`` saying why.
     """
 
-    def __init__(self, channels: int, num_heads: int, ball_size: int, dimensionality: int = 3):
+    def __init__(self, channels: int, num_heads: int, ball_size: int, dimensionality: int = 3,
+                 backend: str = "auto"):
         super().__init__()
         for name, value in (("channels", channels), ("num_heads", num_heads), ("ball_size", ball_size),
                             ("dimensionality", dimensionality)):
@@ -216,11 +357,21 @@ class BallAttention(nn.Module):
             raise ValueError(f"ball_size must be a power of two, got {ball_size}")
         self.channels, self.num_heads, self.ball_size = channels, num_heads, ball_size
         self.dimensionality = dimensionality
+        self.backend = backend
         self.pos_proj = nn.Linear(dimensionality, channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = nn.Linear(channels, channels)
         self.sigma = nn.Parameter(torch.empty(num_heads))
         self.reset_parameters()
+
+    @property
+    def backend(self) -> str:
+        """The attention backend this layer runs when no :func:`attention_backend` overrides it."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: str) -> None:
+        self._backend = _check_backend(backend)
 
     def reset_parameters(self) -> None:
         for lin in (self.pos_proj, self.qkv, self.proj):
@@ -241,7 +392,7 @@ class BallAttention(nn.Module):
             if pos is None:
                 raise ValueError("BallAttention needs pos or geometry")
             check_tensor("pos", pos, (num_slots, self.dimensionality), floating=True)
-            geometry = BallGeometry.from_pos(pos, self.ball_size)
+            geometry = BallGeometry.from_pos(pos, self.ball_size, key_mask)
         elif geometry.rel_pos.shape[0] != num_slots or geometry.ball_size != self.ball_size:
             raise ValueError(f"geometry describes {geometry.rel_pos.shape[0]} slots in balls of "
                              f"{geometry.ball_size}, but x has {num_slots} and ball_size is {self.ball_size}")
@@ -257,21 +408,56 @@ class BallAttention(nn.Module):
         if key_mask is not None:
             hidden = rearrange(~key_mask, "(n m) -> n 1 1 m", m=self.ball_size)
             hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
-        if (takes_kernel_path(qkv, self.sigma) and self.ball_size % 4 == 0
-                and self.channels // self.num_heads in KERNEL_HEAD_WIDTHS):
+        backend = self.backend_for(qkv)
+        if backend == "kernel":
             out = _KernelBallAttentionFunction.apply(qkv, self.sigma, geometry.distance.to(qkv.dtype), hidden)
             return self.proj(out)
         q, k, v = rearrange(qkv, "(n m) (three h e) -> three n h m e",
                             m=self.ball_size, h=self.num_heads, three=3).contiguous().unbind(0)
-        if takes_cpu_path(q, self.sigma) and torch.is_grad_enabled():
+        if backend == "blocked":
             out = _BallAttentionFunction.apply(q, k, v, self.sigma, geometry.distance.to(q.dtype), hidden)
+        elif backend == "flex":
+            out = _flex_ball_attention(q, k, v, self.sigma,
+                                       rearrange(geometry.rel_pos, "(n m) d -> n m d", m=self.ball_size),
+                                       None if hidden is None else rearrange(hidden, "n 1 1 m -> n m"))
         else:
-            bias = rearrange(self.sigma, "h -> 1 h 1 1") * rearrange(geometry.distance, "n i j -> n 1 i j")
-            if hidden is not None:
-                bias = bias.masked_fill(hidden, float("-inf"))
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+            bias = _distance_bias(self.sigma, geometry.distance, hidden, q.dtype)
+            out = (_math_attention(q, k, v, bias) if backend == "math"
+                   else F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
         return self.proj(rearrange(out, "n h m e -> (n m) (h e)"))
+
+    def backend_for(self, qkv: Tensor) -> str:
+        """The backend that :meth:`forward` runs on the projections ``qkv`` (of the input's device
+        and dtype), under the current autocast, compile and grad modes."""
+        backend = _backend_override if _backend_override not in (None, "auto") else self.backend
+        head_width = self.channels // self.num_heads
+        kernel = (takes_kernel_path(qkv, self.sigma) and self.ball_size % 4 == 0
+                  and head_width in KERNEL_HEAD_WIDTHS)
+        training = torch.is_grad_enabled() and (qkv.requires_grad or self.sigma.requires_grad)
+        if backend == "auto":
+            if qkv.device.type != "cpu":
+                return "flex" if flex_supported(qkv, head_width, self.ball_size) else "sdpa"
+            if kernel:
+                return "kernel"
+            return "blocked" if takes_cpu_path(qkv, self.sigma) and torch.is_grad_enabled() else "sdpa"
+        if backend == "kernel" and not kernel:
+            raise ValueError(f"backend='kernel' needs float32 CPU inputs and parameters outside autocast and "
+                             f"torch.compile, the C++ extension built, a ball_size that is a multiple of 4 "
+                             f"(got {self.ball_size}) and a head width in {KERNEL_HEAD_WIDTHS} (got {head_width}), "
+                             f"and got {qkv.dtype} on {qkv.device}: choose another backend")
+        if backend == "blocked" and not takes_cpu_path(qkv, self.sigma):
+            raise ValueError(f"backend='blocked' needs float32 or float64 CPU inputs and parameters of the same "
+                             f"dtype outside autocast and torch.compile, got {qkv.dtype} on {qkv.device}: "
+                             f"choose another backend")
+        if backend == "flex":
+            if flex_attention is None:
+                raise ValueError("backend='flex' needs torch.nn.attention.flex_attention (torch >= 2.5)")
+            if qkv.device.type == "cpu" and training:
+                raise ValueError("backend='flex' cannot train on the CPU (torch's flex_attention has no CPU "
+                                 "backward pass): run it under torch.no_grad() or choose another backend")
+        return backend
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, num_heads={self.num_heads}, "
-                f"ball_size={self.ball_size}, dimensionality={self.dimensionality})")
+                f"ball_size={self.ball_size}, dimensionality={self.dimensionality}"
+                + ("" if self.backend == "auto" else f", backend={self.backend!r}") + ")")

@@ -28,6 +28,8 @@ class ErwinBlock(nn.Module):
         ball_size (int): slots per ball.
         mlp_ratio (int): SwiGLU hidden width / :math:`C`. (default: ``4``)
         dimensionality (int): :math:`D` of the positions. (default: ``3``)
+        backend (str): the ball attention's backend (see
+            :class:`~torch_geometric_erwin.nn.BallAttention`). (default: ``"auto"``)
 
     Shapes:
         ``forward(x [S, C], pos [S, D]?, permutation [S]?, key_mask [S]?, geometry?) -> [S, C]``.
@@ -37,12 +39,12 @@ class ErwinBlock(nn.Module):
     """
 
     def __init__(self, channels: int, num_heads: int, ball_size: int, mlp_ratio: int = 4,
-                 dimensionality: int = 3):
+                 dimensionality: int = 3, backend: str = "auto"):
         super().__init__()
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, int) or mlp_ratio < 1:
             raise ValueError(f"mlp_ratio must be a positive int, got {mlp_ratio!r}")
         self.norm1 = RMSNorm(channels)
-        self.attention = BallAttention(channels, num_heads, ball_size, dimensionality)
+        self.attention = BallAttention(channels, num_heads, ball_size, dimensionality, backend)
         self.norm2 = RMSNorm(channels)
         self.mlp = SwiGLU(channels, mlp_ratio * channels)
 

@@ -9,6 +9,7 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.tree.validation import MAX_GRANULARITY, is_power_of_two
 
 BRANCHES = ("compressed", "selected", "local")
@@ -89,7 +90,7 @@ class BallCompression(nn.Module):
     def reset_parameters(self) -> None:
         for layer in self.mlp:
             if isinstance(layer, nn.Linear):
-                layer.reset_parameters()
+                reset_linear(layer)
 
     def forward(self, k: Tensor, rel_pos: Tensor, leaf_mask: Tensor) -> Tensor:
         # the mask is in the positions' dtype (float64 positions are kept), the keys in the model's
@@ -210,9 +211,11 @@ class ErwinNSAConv(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for module in (self.q_proj, self.kv_proj, self.out_compressed, self.out_selected,
-                       self.compress_k, self.compress_v):
-            module.reset_parameters()
+        # the reference's model-wide initialisation (truncated normal, std 0.02, zero bias), then the gates'
+        for lin in (self.q_proj, self.kv_proj, self.out_compressed, self.out_selected, self.gate):
+            reset_linear(lin)
+        self.compress_k.reset_parameters()
+        self.compress_v.reset_parameters()
         if hasattr(self.local, "reset_parameters"):
             self.local.reset_parameters()
         self.reset_gates()

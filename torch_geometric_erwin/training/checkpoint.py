@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 
+from torch_geometric_erwin.nn.models.serialization import atomic_save
+
 
 def rng_state() -> Dict[str, Any]:
-    """The states of Python's, NumPy's, torch's CPU and (if present) CUDA generators."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """The states of Python's, NumPy's, torch's CPU and (if present) CUDA generators, as tensors and
+    plain values (so that a checkpoint loads with ``torch.load(weights_only=True)``)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -22,7 +26,8 @@ def rng_state() -> Dict[str, Any]:
 def set_rng_state(state: Dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -39,17 +44,7 @@ def seed_everything(seed: int) -> None:
 
 def save_checkpoint(path: str, **state: Any) -> None:
     """``torch.save(state)`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    os.close(handle)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_save(state, path)
 
 
 def load_checkpoint(path: str, map_location: Optional[str] = "cpu") -> Dict[str, Any]:

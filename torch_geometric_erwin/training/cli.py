@@ -10,8 +10,13 @@ switches; it works under ``torchrun``. Each model's run goes to ``OUT/<model>/``
 ``results.json`` and ``results.md`` (one row per model), ``loss_curves.png`` and
 ``ball_tree.png`` (the ball-tree partition of the first training sample).
 
+``<example>.py predict --checkpoint OUT/<model>/checkpoints/best.pt --split test`` writes a trained
+run's predictions and metrics (:mod:`~torch_geometric_erwin.training.predict`). ``--resume`` continues a
+run with its saved options, refusing changed ones, and ``--steps N`` extends it
+(:mod:`~torch_geometric_erwin.training.run_record`).
+
 Bad input (unknown choice, missing data root, a root without the expected layout) ends
-the program with one line on stderr and exit status 2, never a traceback.
+the program with one line on stderr and exit status 2, never a traceback (``--debug`` shows it).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import os
 import re
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -28,9 +34,10 @@ import torch
 from torch import nn
 from torch_geometric.io import fs
 
-from torch_geometric_erwin.training.checkpoint import load_checkpoint, seed_everything
+from torch_geometric_erwin.training.checkpoint import seed_everything
 from torch_geometric_erwin.training.distributed import (DistributedContext, destroy_distributed,
                                                         init_distributed)
+from torch_geometric_erwin.training.run_record import given_options, resolve_resume, run_record
 from torch_geometric_erwin.training.tasks import NodeRegression
 from torch_geometric_erwin.training.tasks.base import Task
 from torch_geometric_erwin.training.trainer import Trainer, TrainConfig, steps_for_budget
@@ -167,6 +174,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with every option's default, except where the help text states it already, or the
+    default is None (nothing) or a flag's False."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -177,7 +195,9 @@ def _positive_int(text: str) -> int:
 def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     defaults = TrainConfig(**experiment.train)
     parser = _Parser(prog=f"{experiment.name}.py", description=experiment.description,
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                     formatter_class=_HelpFormatter,
+                     epilog=f"To predict with a trained run: {experiment.name}.py predict --checkpoint "
+                            f"OUT/<model>/checkpoints/best.pt --split test (see {experiment.name}.py predict --help)")
     parser.add_argument("--data", default=experiment.default_data, required=experiment.default_data is None,
                         help="dataset root (local path or any fsspec URL); layout: " + experiment.layout)
     parser.add_argument("--size", default="small", choices=list(experiment.sizes), help="model size preset")
@@ -194,24 +214,34 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
                                                           "unless --steps is given)" if experiment.time_budget else ""))
     group.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
                        help="global batch size (over all processes)")
-    group.add_argument("--eval-batch-size", type=_positive_int, default=defaults.eval_batch_size)
-    group.add_argument("--lr", type=float, default=defaults.lr)
-    group.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    group.add_argument("--schedule", choices=["cosine", "warmup-cosine"], default=defaults.schedule)
-    group.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio)
-    group.add_argument("--eta-min", type=float, default=defaults.eta_min)
+    group.add_argument("--eval-batch-size", type=_positive_int, default=defaults.eval_batch_size,
+                       help="graphs per validation and test batch")
+    group.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate (AdamW)")
+    group.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay")
+    group.add_argument("--schedule", choices=["cosine", "warmup-cosine"], default=defaults.schedule,
+                       help="learning-rate schedule over --steps")
+    group.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio,
+                       help="share of the steps spent warming up (warmup-cosine)")
+    group.add_argument("--eta-min", type=float, default=defaults.eta_min, help="final learning rate")
     group.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm,
                        help="gradient clipping norm (none by default where the reference does not clip)")
-    group.add_argument("--val-every", type=_positive_int, default=defaults.val_every)
+    group.add_argument("--val-every", type=_positive_int, default=defaults.val_every,
+                       help="validate (and keep the best checkpoint) every N steps")
     run = parser.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="seed of the model, the data order and the RNGs")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast precision")
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--activation-checkpointing", action="store_true",
+                     help="recompute every transformer block in the backward pass (erwin, erwin-nsa): "
+                          "a fraction of the activation memory for about a third more time")
     run.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     run.add_argument("--eval-limit", type=_positive_int, default=None, metavar="N",
                      help="validate and test on the first N samples of each split only (a quick check)")
-    run.add_argument("--resume", action="store_true", help="continue from OUT/<model>/checkpoints/last.pt")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from OUT/<model>/checkpoints/last.pt with its saved options (changed ones are "
+                          "refused, see the docs); --steps N extends the run")
+    run.add_argument("--debug", action="store_true", help="show the traceback of an error")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-tensorboard", action="store_true", help="CSV metrics only")
     run.add_argument("--wandb", metavar="PROJECT", default=None,
@@ -230,7 +260,9 @@ def _describe_budget(budget: Union[float, Dict[str, float]]) -> str:
 def parse_args(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """The command line, with ``--steps`` and ``--time-budget`` resolved: an explicit ``--steps`` wins
     over the experiment's default budget, an explicit ``--time-budget`` over the default steps."""
-    args = build_parser(experiment).parse_args(argv)
+    parser = build_parser(experiment)
+    args = parser.parse_args(argv)
+    args._given = given_options(parser, argv)
     if args.time_budget is not None and args.steps is not None:
         raise UsageError("give --steps or --time-budget, not both")
     if args.time_budget is not None and args.time_budget <= 0:
@@ -283,6 +315,15 @@ def results_table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def with_activation_checkpointing(backbone: nn.Module, model_name: str) -> nn.Module:
+    """``backbone`` with its ``activation_checkpointing`` switched on (``--activation-checkpointing``)."""
+    if not hasattr(backbone, "activation_checkpointing"):
+        raise UsageError(f"--activation-checkpointing: {model_name} has no activation checkpointing (erwin and "
+                         "erwin-nsa have); drop the flag for it")
+    backbone.activation_checkpointing = True
+    return backbone
+
+
 def train_models(experiment: Experiment, args: argparse.Namespace, context: DistributedContext,
                  splits: Tuple[Any, Any, Any]) -> List[Dict[str, Any]]:
     """Train every ``--model`` on ``splits``; returns one result row per model."""
@@ -291,12 +332,15 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
     for model_name in args.model:
         factory = experiment.backbones[model_name]
         seed_everything(args.seed)
-        task = experiment.build_task(lambda c_in: factory(c_in, args.size, experiment), args)
+        if getattr(args, "activation_checkpointing", False):
+            backbone = lambda c_in: with_activation_checkpointing(factory(c_in, args.size, experiment), model_name)
+        else:
+            backbone = lambda c_in: factory(c_in, args.size, experiment)
+        task = experiment.build_task(backbone, args)
         out_dir = os.path.join(args.out, model_name)
-        config = train_config(args)
-        last = os.path.join(out_dir, "checkpoints", "last.pt")
-        if args.resume and os.path.isfile(last):
-            config.steps = load_checkpoint(last)["config"]["steps"]
+        config, budget = train_config(args), None
+        if model_name in getattr(args, "_resume_steps", {}):
+            config.steps = args._resume_steps[model_name]
         elif args.time_budget is not None:
             budget = args.time_budget.get(model_name) if isinstance(args.time_budget, dict) else args.time_budget
             if budget is None:
@@ -306,7 +350,9 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
             if context.is_main:
                 print(f"{model_name}: {config.steps} steps fit a budget of {budget:g} s",
                       file=sys.stderr)
-        trainer = Trainer(task, *splits, config, out_dir, context, name=f"{experiment.name}/{model_name}")
+        record = run_record(experiment.name, args, model_name, config.steps, budget)
+        trainer = Trainer(task, *splits, config, out_dir, context, name=f"{experiment.name}/{model_name}",
+                          run_config=record)
         start = time.perf_counter()
         summary = trainer.fit(resume=args.resume)
         row = {"experiment": experiment.name, "model": model_name, "size": args.size,
@@ -314,7 +360,7 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
                "wall_time_s": time.perf_counter() - start, "train_time_s": summary["train_time_s"],
                "best_val": summary["val"], "test": summary.get("test", {}),
                "final_train_loss": summary["train_loss"][-1] if summary["train_loss"] else None,
-               "config": vars(args) | {"model": model_name}}
+               "config": record}
         if experiment.report is not None and context.is_main:
             row.update(experiment.report(task, trainer, summary, args, out_dir))
         if context.is_main:
@@ -325,10 +371,26 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
     return rows
 
 
+def check_run_dependencies(args: argparse.Namespace) -> None:
+    """Raise :class:`ImportError` before any data or training work for an optional package this run will
+    need: matplotlib (the run's plots), tensorboard (unless ``--no-tensorboard``) and wandb (``--wandb``).
+    A dataset's own format packages (h5py, ...) are asked for when it is loaded, which also comes first."""
+    import importlib.util
+    needed = [("matplotlib", "the run's plots (loss_curves.png, ball_tree.png) need it")]
+    if not args.no_tensorboard:
+        needed.append(("tensorboard", "TensorBoard logging needs it; or pass --no-tensorboard"))
+    if args.wandb:
+        needed.append(("wandb", "--wandb needs it"))
+    for module, why in needed:
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(f"{module} is not installed: {why} (pip install {module})")
+
+
 def main(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Parse ``argv``, train and test every requested model, write the results; returns the rows."""
     from torch_geometric_erwin.training.plots import plot_first_sample_tree, plot_loss_curves
-    args = parse_args(experiment, argv)
+    args = resolve_resume(parse_args(experiment, argv))
+    check_run_dependencies(args)
     if experiment.default_data is None:
         _check_root(experiment, args.data)
     context = init_distributed(args.device)
@@ -361,13 +423,19 @@ def _one_line(error: BaseException) -> str:
 
 
 def run(experiment: Experiment, argv: Optional[Sequence[str]] = None) -> int:
-    """:func:`main` with user errors reported as one line on stderr; returns the exit status."""
+    """:func:`main` (or, for ``predict ...``, :func:`~torch_geometric_erwin.training.predict.predict`) with
+    user errors reported as one line on stderr, or with their traceback under ``--debug``; returns the
+    exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        main(experiment, argv)
-    except UsageError as error:
-        print(f"{experiment.name}.py: error: {_one_line(error)}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as error:
+        if argv[:1] == ["predict"]:
+            from torch_geometric_erwin.training.predict import predict
+            predict(experiment, argv[1:])
+        else:
+            main(experiment, argv)
+    except (UsageError, ValueError, TypeError, FileNotFoundError, ImportError, OSError) as error:
+        if "--debug" in argv:
+            traceback.print_exc()
         print(f"{experiment.name}.py: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

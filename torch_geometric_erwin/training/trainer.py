@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, Subset
 from torch_geometric.loader import DataLoader
 
+from torch_geometric_erwin.nn.models.serialization import file_header, model_record
 from torch_geometric_erwin.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint,
                                                        set_rng_state)
 from torch_geometric_erwin.training.distributed import DistributedContext
@@ -92,7 +93,10 @@ class Trainer:
 
     Files in ``out_dir``: ``metrics.csv`` (and ``tensorboard/``), ``checkpoints/last.pt``
     (everything needed to resume: model, optimizer, scheduler, step, best validation loss,
-    RNG states) and ``checkpoints/best.pt`` (the model with the lowest validation loss).
+    RNG states) and ``checkpoints/best.pt`` (the model with the lowest validation loss). Both
+    carry the checkpoint format and package versions, the backbone's class and configuration
+    (``backbone``, so that ``Erwin.from_checkpoint(path)`` rebuilds it) and ``run_config``
+    (``run``); both load with ``torch.load(weights_only=True)``.
     The data order is a function of the seed and the step only
     (:class:`~torch_geometric_erwin.training.sampler.ResumableBatchSampler`), so a run
     resumed from ``last.pt`` — on any number of processes — continues with the same
@@ -110,17 +114,21 @@ class Trainer:
         out_dir: output folder.
         context: the process's :class:`~torch_geometric_erwin.training.distributed.DistributedContext`.
         name: label of the progress bar and the wandb run.
+        run_config: plain values describing how the task was built (the command line's), stored in
+            the checkpoints as ``run`` for ``predict`` and ``--resume``.
     """
 
     def __init__(self, task: Task, train_set: Dataset, val_set: Optional[Dataset],
                  test_set: Optional[Dataset], config: TrainConfig, out_dir: str,
-                 context: Optional[DistributedContext] = None, name: str = "train"):
+                 context: Optional[DistributedContext] = None, name: str = "train",
+                 run_config: Optional[Dict[str, Any]] = None):
         if not isinstance(task, Task):
             raise TypeError(f"task must be a Task, got {type(task).__name__}")
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.context = context or DistributedContext()
         self.config, self.out_dir, self.name = config, out_dir, name
+        self.run_config = dict(run_config or {})
         self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
         self.device = self.context.device
         self.task = task.to(self.device)
@@ -150,8 +158,17 @@ class Trainer:
     def best_path(self) -> str:
         return os.path.join(self.checkpoint_dir, "best.pt")
 
+    def model_state(self) -> Dict[str, Any]:
+        """What ``best.pt`` holds and ``last.pt`` starts with: the file header, the task's weights,
+        the backbone's class and configuration (None for a backbone of another package) and the run."""
+        backbone = model_record(self.task.backbone)
+        if backbone is not None:
+            backbone["prefix"] = "backbone."
+        return {**file_header("training"), "model": self.task.state_dict(), "backbone": backbone,
+                "run": self.run_config}
+
     def state_dict(self) -> Dict[str, Any]:
-        return {"model": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {**self.model_state(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "step": self.step,
                 "best_val": self.best_val, "best_val_metrics": self.best_val_metrics,
                 "rng": rng_state(),
@@ -276,8 +293,8 @@ class Trainer:
                     if scalars["loss"] < self.best_val:
                         self.best_val, self.best_val_metrics = scalars["loss"], scalars
                         if self.context.is_main:
-                            save_checkpoint(self.best_path, model=self.task.state_dict(),
-                                            step=self.step, val=scalars)
+                            save_checkpoint(self.best_path, **self.model_state(), step=self.step,
+                                            val=scalars)
                 if self.step % config.checkpoint_every == 0 or self.step == end:
                     self.save()
         finally:

@@ -2,6 +2,7 @@
 
 from torch_geometric_erwin.transforms.ball_tree import BallTreeTransform
 from torch_geometric_erwin.transforms.knn_graph import KNNGraphTransform
+from torch_geometric_erwin.transforms.radius_graph import RadiusGraphTransform
 from torch_geometric_erwin.transforms.rotated_tree import RotatedTreeTransform
 
-__all__ = ["BallTreeTransform", "KNNGraphTransform", "RotatedTreeTransform"]
+__all__ = ["BallTreeTransform", "KNNGraphTransform", "RadiusGraphTransform", "RotatedTreeTransform"]

@@ -26,8 +26,16 @@ class BallTreeTransform(BaseTransform):
     and ``data.tree_mask`` (``[S]`` bool, one True slot per node), see
     :func:`~torch_geometric_erwin.tree.build_ball_tree`. Both collate with
     :class:`torch_geometric.loader.DataLoader`: ``tree_index`` is offset by the
-    node counts like any ``*_index`` attribute. The tree depends on the geometry
-    only, so use it as a ``pre_transform`` to cache it with a dataset.
+    node counts like any ``*_index`` attribute. It also records how the tree was
+    built, so that a model can refuse a tree built for another configuration:
+    ``data.tree_build``, a string such as
+    ``"format=1;ball_sizes=16,8;strides=2;padding=pow2;rotate=0.0"`` (a list of
+    one string per graph after collation), and ``data.tree_radius``, the radius of
+    every pair of leaves relative to its graph's extent (``[S / 2]``, concatenated
+    by collation), with which a model checks that the tree fits the positions it
+    is given. The tree depends on the geometry only, so use it
+    as a ``pre_transform`` to cache it with a dataset; use the model's
+    configuration: ``BallTreeTransform(**model.tree_config)``.
 
     Args:
         ball_sizes (List[int], optional): the model's ball size per level; small

@@ -13,7 +13,7 @@ class KNNGraphTransform(BaseTransform):
     (functional name: :obj:`erwin_knn_graph`).
 
     The same edges as PyG's :class:`~torch_geometric.transforms.KNNGraph`, without
-    needing torch-cluster (see :func:`~torch_geometric_erwin.nn.knn_graph`):
+    needing torch-cluster, and exact (see :func:`~torch_geometric_erwin.nn.knn_graph`):
     row 0 the neighbour, row 1 the centre. The reference experiments build these
     graphs when batching (cosmology: :math:`k = 10` without self-loops; ShapeNet-Car
     and the PDE tasks: :math:`k = 8` counting the node itself).

@@ -23,7 +23,8 @@ class RotatedTreeTransform(BaseTransform):
     re-partitioned into balls of ``ball_sizes[l]``. The permutations are local
     to each graph; :meth:`BallTree.from_data` offsets them after collation.
     Reuses ``data.tree_index`` when a :class:`BallTreeTransform` ran before
-    (its configuration must match), otherwise attaches the tree as well.
+    (its configuration must match: a :class:`ValueError` names the difference),
+    otherwise attaches the tree as well. Records the angle in ``data.tree_build``.
 
     Args:
         angle (float, optional): rotation angle in degrees. (default: :obj:`45.`)
@@ -46,7 +47,7 @@ class RotatedTreeTransform(BaseTransform):
         if getattr(data, INDEX_KEY, None) is None:
             data = self.tree_transform(data)
         tree = BallTree.from_data(data, self.ball_sizes, self.strides, self.padding)
-        tree.rotated = rotated_partitions(data.pos, tree, self.angle)
+        tree.rotated, tree.rotate = rotated_partitions(data.pos, tree, self.angle), self.angle
         tree.local_rotations().attach(data)
         return data
 

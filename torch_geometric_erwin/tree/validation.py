@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -93,10 +94,24 @@ def check_pos_magnitude(pos: Tensor, dtype: torch.dtype) -> None:
                          "neighbour distance)")
 
 
+#: Environment variable: ``0`` skips the models' pass over ``x`` for NaN and Inf (positions are
+#: always checked: the tree build needs them finite).
+CHECK_FINITE_VAR = "TORCH_GEOMETRIC_ERWIN_CHECK_FINITE"
+
+
+def check_finite_x() -> bool:
+    """Whether the models check ``x`` for NaN and Inf (unless ``TORCH_GEOMETRIC_ERWIN_CHECK_FINITE=0``)."""
+    value = os.environ.get(CHECK_FINITE_VAR, "1").strip().lower()
+    if value not in ("0", "1", "false", "true", "no", "yes", ""):
+        raise ValueError(f"{CHECK_FINITE_VAR} must be 0 or 1, got {value!r}")
+    return value not in ("0", "false", "no")
+
+
 def check_model_inputs(x, pos, batch: Optional[Tensor], edge_index: Optional[Tensor], in_channels: int,
                        dimensionality: int, dtype: torch.dtype) -> Tensor:
     """The checks of a model's ``forward(x, pos, batch, edge_index)`` whose parameters are of ``dtype``:
-    ``x [N, in_channels]`` of that dtype (any floating dtype under autocast), ``pos [N, dimensionality]``
+    ``x [N, in_channels]`` of that dtype (any floating dtype under autocast) and finite (one pass,
+    skipped with ``TORCH_GEOMETRIC_ERWIN_CHECK_FINITE=0``), ``pos [N, dimensionality]``
     finite and squarable in it (:func:`check_pos_magnitude`), ``batch`` sorted and ``edge_index``
     within the nodes and graphs. Returns the graphs' node offsets (:func:`node_ptr_from`). Reads the
     data: callers keep it out of compiled graphs (``torch.compiler.disable``)."""
@@ -104,6 +119,9 @@ def check_model_inputs(x, pos, batch: Optional[Tensor], edge_index: Optional[Ten
     if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"x is {x.dtype} but the model's parameters are {dtype}: cast x (x.to({dtype})) or "
                         f"the model (model.to({x.dtype}))")
+    if check_finite_x() and not engine.all_finite(x.detach()):
+        raise ValueError(f"x contains NaN or Inf values: clean the node features (or set {CHECK_FINITE_VAR}=0 "
+                         "to skip this check)")
     check_tensor("pos", pos, (x.shape[0], dimensionality))
     check_pos(pos)
     check_pos_magnitude(pos, dtype)

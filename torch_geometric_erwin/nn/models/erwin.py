@@ -7,6 +7,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from torch_geometric.data.data import BaseData
 
 from torch_geometric_erwin.nn.ball_attention import BallGeometry
@@ -16,8 +17,9 @@ from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
+from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree, build_ball_tree, engine, granularity
-from torch_geometric_erwin.tree.ball_tree import PADDINGS
+from torch_geometric_erwin.tree.ball_tree import PADDINGS, has_tree_attributes, tree_fix
 from torch_geometric_erwin.tree.validation import as_int, check_ball_config, check_model_inputs
 
 #: A level's tree orders: the geometry of its balls, and (permutation, geometry) of the rotated balls.
@@ -28,12 +30,14 @@ class ErwinStage(nn.Module):
     r"""The blocks of one U-Net level: ``depth`` :class:`~torch_geometric_erwin.nn.ErwinBlock`\ s, the
     odd ones on the rotated tree's balls when a rotated order is given (cross-ball interaction, eq. 11).
 
-    Shapes: ``forward(x [S_l, C], orders) -> [S_l, C]`` with ``orders`` a :data:`LevelOrders`.
+    Shapes: ``forward(x [S_l, C], orders) -> [S_l, C]`` with ``orders`` a :data:`LevelOrders`;
+    ``checkpointed(x [S_l, C], pos [S_l, D], permutation [S_l]?) -> [S_l, C]``.
     """
 
     def __init__(self, depth: int, channels: int, num_heads: int, ball_size: int, mlp_ratio: int,
                  dimensionality: int):
         super().__init__()
+        self.ball_size = ball_size
         self.blocks = nn.ModuleList([ErwinBlock(channels, num_heads, ball_size, mlp_ratio, dimensionality)
                                      for _ in range(depth)])
 
@@ -50,6 +54,22 @@ class ErwinStage(nn.Module):
                 x = block(x, geometry=geometry)
         return x
 
+    def checkpointed(self, x: Tensor, pos: Tensor, permutation: Optional[Tensor]) -> Tensor:
+        """:meth:`forward` with every block under activation checkpointing: the backward pass keeps
+        only each block's input ``[S_l, C]`` and runs the block again. The block's
+        :class:`BallGeometry` (``[S_l / m, m, m]`` distances) is formed inside, from the level's
+        positions ``pos`` (in tree order) and the rotated order ``permutation``, so that it is
+        not kept between the passes either."""
+        for i, block in enumerate(self.blocks):
+            rotated = permutation if i % 2 else None
+            x = activation_checkpoint(self._block, block, x, pos, rotated, use_reentrant=False)
+        return x
+
+    def _block(self, block: ErwinBlock, x: Tensor, pos: Tensor, permutation: Optional[Tensor]) -> Tensor:
+        if permutation is None:
+            return block(x, geometry=BallGeometry.from_pos(pos, self.ball_size))
+        return block.permuted(x, permutation, geometry=BallGeometry.from_pos(pos[permutation], self.ball_size))
+
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(depth={len(self.blocks)})"
 
@@ -64,7 +84,7 @@ def _positive_ints(name: str, values, allow_zero: bool = False) -> List[int]:
     return [int(value) for value in values]
 
 
-class Erwin(nn.Module):
+class Erwin(Configurable, nn.Module):
     r"""Erwin (Zhdanov et al., ICML 2025, Sec. 4 and Fig. 2): ball attention on a
     ball tree, coarsened and refined like a U-Net.
 
@@ -93,8 +113,10 @@ class Erwin(nn.Module):
             (powers of two, ``L - 1`` entries).
         rotate (float): rotation angle of the cross-ball trees in degrees; ``0``
             for none. (default: ``45``)
-        decode (bool): if :obj:`False`, return the bottleneck level instead
-            (``(h [S_{L-1}, C_{L-1}], batch [S_{L-1}])`` in tree order). (default: :obj:`True`)
+        decode (bool): if :obj:`False`, return the bottleneck level instead:
+            ``(h [S', C_{L-1}], batch [S'])`` in tree order, one row per slot of the coarsest
+            level that pools at least one node (slots of padding only are dropped, so that
+            e.g. ``global_mean_pool(h, batch)`` sees no padding). (default: :obj:`True`)
         mlp_ratio (int): SwiGLU hidden width / :math:`C_l`. (default: ``4``)
         dimensionality (int): :math:`D` of the positions. (default: ``3``)
         mp_steps (int): message-passing steps of the embedding. (default: ``3``)
@@ -105,6 +127,21 @@ class Erwin(nn.Module):
             embedding when no ``edge_index`` is given. (default: ``16``)
         radius (float, optional): build a radius graph (self-loops, at most 32
             neighbours) instead of the kNN graph.
+        activation_checkpointing (bool): in training with autograd, run every
+            transformer block under :func:`torch.utils.checkpoint.checkpoint`
+            (non-reentrant): the forward pass keeps each block's input only and
+            the backward pass runs the block again, trading about a third more
+            time for a fraction of the activation memory (see the docs' "Activation
+            checkpointing"). Per block rather than per level: a level's
+            checkpoint would keep fewer inputs (one ``[S_l, C_l]`` tensor each,
+            a small part of the memory) but hold all of its blocks' activations
+            at once while it runs again (six blocks at the bottleneck of the
+            deep presets), and both run every block forward twice. Pooling,
+            unpooling (whose BatchNorm would update its running statistics again
+            if run twice) and the embedding (whose messages keep no per-edge
+            tensor already) are not checkpointed. An attribute that may be
+            switched at any time; eval mode and ``torch.no_grad`` are
+            unaffected. (default: :obj:`False`)
 
     Shapes:
         ``forward(x [N, F], pos [N, D], batch [N]?, edge_index [2, E]?, tree?) -> [N, C_0]``
@@ -120,7 +157,7 @@ class Erwin(nn.Module):
                  dec_depths: Sequence[int], strides: Sequence[int], rotate: float = 45.0, decode: bool = True,
                  mlp_ratio: int = 4, dimensionality: int = 3, mp_steps: int = 3,
                  out_channels: Optional[int] = None, padding: str = "pow2", knn: int = 16,
-                 radius: Optional[float] = None):
+                 radius: Optional[float] = None, activation_checkpointing: bool = False):
         super().__init__()
         hidden_channels = _positive_ints("hidden_channels", hidden_channels)
         enc_num_heads = _positive_ints("enc_num_heads", enc_num_heads)
@@ -157,6 +194,8 @@ class Erwin(nn.Module):
             raise ValueError(f"knn must be a positive int, got {knn!r}")
         if radius is not None and not (isinstance(radius, (int, float)) and 0 < radius < math.inf):
             raise ValueError(f"radius must be a positive finite number, got {radius!r}")
+        if not isinstance(activation_checkpointing, bool):
+            raise TypeError(f"activation_checkpointing must be a bool, got {activation_checkpointing!r}")
 
         self.in_channels, self.hidden_channels = in_channels, hidden_channels
         # the width of what forward returns
@@ -168,6 +207,7 @@ class Erwin(nn.Module):
         self.rotate, self.decode, self.mlp_ratio = float(rotate), bool(decode), mlp_ratio
         self.dimensionality, self.mp_steps, self.padding = dimensionality, mp_steps, padding
         self.knn, self.radius = knn, radius
+        self.activation_checkpointing = activation_checkpointing
 
         self.embedding = ErwinEmbedding(in_channels, hidden_channels[0], mp_steps, dimensionality)
         self.encoder = nn.ModuleList([
@@ -212,7 +252,8 @@ class Erwin(nn.Module):
         old API's :math:`c \\cdot \\prod_{j<l} s_j`; ``rotate <= 0`` means no rotation,
         as in the reference) and its ``state_dict`` (keys may carry torch.compile's
         ``_orig_mod.`` prefix). Further keyword arguments (``out_channels``,
-        ``padding``, ``knn``, ``radius``) go to :class:`Erwin`. Given the same
+        ``padding``, ``knn``, ``radius``, ``activation_checkpointing``) go to
+        :class:`Erwin`. Given the same
         inputs, ``edge_index`` and tree, the result equals the reference model's
         in eval mode (see the docs' "coming from the reference code").
         """
@@ -298,7 +339,7 @@ class Erwin(nn.Module):
 
     @torch.compiler.disable
     def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
-                      tree: Optional[BallTree]) -> None:
+                      tree: Optional[BallTree], from_data: bool = False) -> None:
         node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
                                       self.embedding.lin.weight.dtype)
         grain = granularity(self.ball_sizes, self.strides)
@@ -315,6 +356,10 @@ class Erwin(nn.Module):
                 raise ValueError(f"the model attends in rotated balls (rotate={self.rotate}) and needs one "
                                  f"rotated order per level ({len(self.ball_sizes)}), the tree has "
                                  f"{len(tree.rotated)}: build it with rotate=model.rotate")
+            rotate = self.rotate if self.uses_rotation else None
+            tree.check_build(self.ball_sizes, self.strides, self.padding, rotate,
+                             fix=tree_fix(self.tree_config, rotate, from_data))
+            tree.check_positions(pos)
         if self.training and self._has_batch_norm:
             # BatchNorm takes batch statistics in training, which need two rows per channel; pooling
             # by the strides leaves the coarsest level the fewest rows of any BatchNorm's input
@@ -336,13 +381,14 @@ class Erwin(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: Union[Tensor, BaseData], pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,
                 edge_index: Optional[Tensor] = None, tree: Optional[BallTree] = None):
+        from_data = False
         if isinstance(x, BaseData):
             data = x
             x, pos, batch = data.x, data.pos, getattr(data, "batch", None)
             edge_index = getattr(data, "edge_index", None)
-            if tree is None and getattr(data, "tree_index", None) is not None:
-                tree = BallTree.from_data(data, **self.tree_config)
-        self._check_inputs(x, pos, batch, edge_index, tree)
+            if tree is None and has_tree_attributes(data):
+                tree, from_data = BallTree.from_data(data), True
+        self._check_inputs(x, pos, batch, edge_index, tree, from_data)
         pos = pos.to(torch.promote_types(pos.dtype, torch.float32))  # geometry in float32 at least
         if tree is None:
             tree = self.build_tree(pos, batch)
@@ -352,34 +398,54 @@ class Erwin(nn.Module):
 
         h = self.embedding(x, pos, edge_index)[tree.index]
         level_pos = [pos[tree.index].detach()]
-        orders: List[LevelOrders] = []
+        checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        # A level's geometry (the [S_l / m, m, m] distances of its balls and rotated balls) serves the
+        # encoder's and the decoder's blocks. Autograd keeps it for the backward pass in plain
+        # training, so there the decoder takes the encoder's; without autograd it is formed again
+        # (cheaply, next to the blocks' work) rather than kept for every level until the decoder
+        # runs, and checkpointed blocks form their own inside the checkpoint.
+        shared: Dict[int, LevelOrders] = {}
+
+        def stage(module: ErwinStage, h: Tensor, level: int) -> Tensor:
+            if checkpointed:
+                return module.checkpointed(h, level_pos[level], self._rotation(tree, level))
+            orders = shared[level] if level in shared else self._orders(level_pos[level], tree, level)
+            if torch.is_grad_enabled():
+                shared[level] = orders
+            return module(h, orders)
+
         skips = []
         levels = len(self.ball_sizes)
         for level in range(levels):
-            orders.append(self._orders(level_pos[level], tree, level))
-            h = self.encoder[level](h, orders[level])
+            h = stage(self.encoder[level], h, level)
             if level < levels - 1:
                 skips.append(h)
                 h, centres = self.pool[level](h, level_pos[level])
                 level_pos.append(centres)
-        if not self.decode:
-            return h, tree.slot_batch(levels - 1)
+        if not self.decode:  # the coarsest level's slots that hold nodes, not padding only
+            keep = tree.level_mask(levels - 1)
+            return h[keep], tree.slot_batch(levels - 1)[keep]
         for level in reversed(range(levels - 1)):
             h = self.unpool[level](h, level_pos[level + 1], skips[level], level_pos[level])
-            h = self.decoder[level](h, orders[level])
+            h = stage(self.decoder[level], h, level)
         out = h[node_slots]
         return out if self.head is None else self.head(out)
+
+    def _rotation(self, tree: BallTree, level: int) -> Optional[Tensor]:
+        """The permutation of the level's slots into the rotated tree's order, if the model uses it."""
+        return tree.rotated[level] if self.uses_rotation and tree.rotated else None
 
     def _orders(self, pos: Tensor, tree: BallTree, level: int) -> LevelOrders:
         ball_size = self.ball_sizes[level]
         geometry = BallGeometry.from_pos(pos, ball_size)
-        if not self.uses_rotation or not tree.rotated:
+        permutation = self._rotation(tree, level)
+        if permutation is None:
             return geometry, None
-        permutation = tree.rotated[level]
         return geometry, (permutation, BallGeometry.from_pos(pos[permutation], ball_size))
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
                 f"hidden_channels={self.hidden_channels}, ball_sizes={self.ball_sizes}, "
                 f"strides={self.strides}, enc_depths={self.enc_depths}, dec_depths={self.dec_depths}, "
-                f"rotate={self.rotate:g}, mp_steps={self.mp_steps})")
+                f"rotate={self.rotate:g}, mp_steps={self.mp_steps}"
+                f"{', activation_checkpointing=True' if self.activation_checkpointing else ''})")

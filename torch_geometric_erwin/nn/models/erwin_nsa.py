@@ -6,15 +6,18 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from torch_geometric_erwin.nn.ball_attention import BallAttention
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding
 from torch_geometric_erwin.nn.graph import knn_graph
+from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv
 from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
+from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
-from torch_geometric_erwin.tree.ball_tree import PADDINGS
+from torch_geometric_erwin.tree.ball_tree import PADDINGS, has_tree_attributes, tree_fix
 from torch_geometric_erwin.tree.validation import check_model_inputs
 
 #: Table 3 of the NSA paper; omitted values follow the reference code's effective settings
@@ -53,7 +56,7 @@ class ErwinNSABlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class ErwinNSA(nn.Module):
+class ErwinNSA(Configurable, nn.Module):
     r"""Erwin NSA (Lapautre et al. 2025, Sec. 4.1, Fig. 1).
 
     .. math::
@@ -81,6 +84,14 @@ class ErwinNSA(nn.Module):
         query_chunk_size, checkpoint, mask_padding: see :class:`ErwinNSAConv`.
         knn: neighbours of the kNN graph (self-loops included) built for the
             embedding when no ``edge_index`` is given.
+        activation_checkpointing: in training with autograd, run every block
+            under :func:`torch.utils.checkpoint.checkpoint` (non-reentrant): the
+            forward pass keeps each block's input only and the backward pass runs
+            the block again (as :class:`~torch_geometric_erwin.nn.Erwin`'s; the
+            ``checkpoint`` of the convolution, inside a block, recomputes its
+            query chunks on top). The embedding is not checkpointed. An attribute
+            that may be switched at any time; eval mode and ``torch.no_grad``
+            are unaffected.
 
     Shapes: ``forward(x [N, F], pos [N, D], batch [N]?, edge_index [2, E]?, tree?) -> [N, out]``
     or ``forward(data)``.
@@ -91,7 +102,7 @@ class ErwinNSA(nn.Module):
                  local_ball_size: int = 128, num_selected: int = 16, rotate: float = 45.0, mp_steps: int = 3,
                  mlp_ratio: int = 4, out_channels: Optional[int] = None, dimensionality: int = 3,
                  padding: str = "pow2", query_chunk_size: int = QUERY_CHUNK_SIZE, checkpoint: bool = True,
-                 mask_padding: bool = True, knn: int = 16):
+                 mask_padding: bool = True, knn: int = 16, activation_checkpointing: bool = False):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("depth", depth), ("mlp_ratio", mlp_ratio)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -100,10 +111,13 @@ class ErwinNSA(nn.Module):
             raise TypeError(f"rotate must be a finite angle in degrees, got {rotate!r}")
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        if not isinstance(activation_checkpointing, bool):
+            raise TypeError(f"activation_checkpointing must be a bool, got {activation_checkpointing!r}")
         self.in_channels, self.channels, self.depth = in_channels, channels, depth
         self.out_channels = channels if out_channels is None else out_channels
         self.rotate, self.padding, self.dimensionality = float(rotate), padding, dimensionality
         self.knn = knn
+        self.activation_checkpointing = activation_checkpointing
         self.embedding = ErwinEmbedding(in_channels, channels, mp_steps, dimensionality)
         self.blocks = nn.ModuleList([
             ErwinNSABlock(ErwinNSAConv(
@@ -129,7 +143,7 @@ class ErwinNSA(nn.Module):
         for block in self.blocks:
             block.reset_parameters()
         if self.head is not None:
-            self.head.reset_parameters()
+            reset_linear(self.head)
 
     @property
     def tree_config(self) -> dict:
@@ -142,7 +156,7 @@ class ErwinNSA(nn.Module):
 
     @torch.compiler.disable
     def _check_inputs(self, x: Tensor, pos: Tensor, batch: Optional[Tensor], edge_index: Optional[Tensor],
-                      tree: Optional[BallTree]) -> None:
+                      tree: Optional[BallTree], from_data: bool = False) -> None:
         node_ptr = check_model_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality,
                                       self.embedding.lin.weight.dtype)
         if tree is None:
@@ -158,16 +172,20 @@ class ErwinNSA(nn.Module):
         if self.rotate and self.depth > 1 and not tree.rotated:
             raise ValueError("the model alternates with a rotated tree (rotate != 0) but tree has no rotated "
                              "order: build it with rotate=model.rotate (RotatedTreeTransform)")
+        rotate = self.rotate if self.rotate and self.depth > 1 else None
+        tree.check_build(**self.tree_config, rotate=rotate, fix=tree_fix(self.tree_config, rotate, from_data))
+        tree.check_positions(pos)
 
     def forward(self, x, pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,
                 edge_index: Optional[Tensor] = None, tree: Optional[BallTree] = None) -> Tensor:
+        from_data = False
         if pos is None and hasattr(x, "pos"):
             data = x
             x, pos, batch = data.x, data.pos, getattr(data, "batch", None)
             edge_index = getattr(data, "edge_index", None)
-            if tree is None and getattr(data, "tree_index", None) is not None:
-                tree = BallTree.from_data(data, **self.tree_config)
-        self._check_inputs(x, pos, batch, edge_index, tree)
+            if tree is None and has_tree_attributes(data):
+                tree, from_data = BallTree.from_data(data), True
+        self._check_inputs(x, pos, batch, edge_index, tree, from_data)
         pos = pos.to(torch.promote_types(pos.dtype, torch.float32))  # geometry in float32 at least
         if tree is None:
             tree = self.build_tree(pos, batch)
@@ -177,19 +195,29 @@ class ErwinNSA(nn.Module):
         h = self.embedding(x, pos, edge_index)[tree.index]
         slot_pos, mask = pos[tree.index], tree.mask
         rotated = tree.rotated[0] if self.rotate and tree.rotated else None
+        checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            if i % 2 and rotated is not None:
-                h_rot = block(h[rotated], slot_pos[rotated], tree.ptr, mask[rotated])
-                h = torch.empty_like(h_rot).index_copy_(0, rotated, h_rot)
-            else:
-                h = block(h, slot_pos, tree.ptr, mask)
+            args = (block, h, slot_pos, tree.ptr, mask, rotated if i % 2 else None)
+            h = (activation_checkpoint(self._block, *args, use_reentrant=False) if checkpointed
+                 else self._block(*args))
         out = torch.empty(x.shape[0], h.shape[1], dtype=h.dtype, device=h.device)
         out = out.index_copy(0, tree.index[mask], h[mask])
         return out if self.head is None else self.head(out)
+
+    @staticmethod
+    def _block(block: ErwinNSABlock, h: Tensor, slot_pos: Tensor, ptr: Tensor, mask: Tensor,
+               permutation: Optional[Tensor]) -> Tensor:
+        """``block`` on the slots in tree order, or in the order of ``permutation`` (rows returned in
+        tree order)."""
+        if permutation is None:
+            return block(h, slot_pos, ptr, mask)
+        out = block(h[permutation], slot_pos[permutation], ptr, mask[permutation])
+        return torch.empty_like(out).index_copy_(0, permutation, out)
 
     def __repr__(self) -> str:
         conv = self.blocks[0].conv
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, channels={self.channels}, "
                 f"depth={self.depth}, local_ball_size={conv.local_ball_size}, "
                 f"compress_ball_size={conv.compress_ball_size}, num_selected={conv.num_selected}, "
-                f"num_heads={conv.num_heads}, rotate={self.rotate})")
+                f"num_heads={conv.num_heads}, rotate={self.rotate}"
+                f"{', activation_checkpointing=True' if self.activation_checkpointing else ''})")

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
+from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree.validation import check_edge_index, check_tensor
 
 
@@ -88,11 +89,11 @@ class InteractionLayer(MessagePassing):
         return f"{self.__class__.__name__}({self.channels}, aggr={self.aggr})"
 
 
-class MPNN(nn.Module):
+class MPNN(Configurable, nn.Module):
     r"""Message-passing baseline used in the Erwin paper's comparisons.
 
-    Node features are embedded by an MLP, edges by an MLP on the relative position
-    :math:`\mathbf{p}_i - \mathbf{p}_j` (receiver minus sender); then ``num_layers``
+    Node features are embedded by a linear layer with GELU, edges by one on the relative position
+    :math:`\mathbf{p}_i - \mathbf{p}_j` (receiver minus sender), as in the reference; then ``num_layers``
     :class:`InteractionLayer` steps update nodes and edges with residual
     connections (the last step updates nodes only: nothing reads its edges), and an optional linear layer maps the nodes to ``out_channels``.
 
@@ -102,7 +103,7 @@ class MPNN(nn.Module):
         num_layers: number of message-passing steps.
         out_channels: output width; ``None`` returns the :math:`L` latent features.
         dim: spatial dimension :math:`D` of ``pos``.
-        mlp_layers: linear layers per MLP.
+        mlp_layers: linear layers per MLP of the interaction steps.
         aggr: neighbourhood aggregation.
 
     Shapes:
@@ -124,8 +125,9 @@ class MPNN(nn.Module):
         self.in_channels, self.hidden_channels = in_channels, hidden_channels
         self.num_layers, self.dim = num_layers, dim
         self.out_channels = hidden_channels if out_channels is None else out_channels
-        self.node_encoder = _mlp(in_channels, hidden_channels, hidden_channels, mlp_layers, final_act=True)
-        self.edge_encoder = _mlp(dim, hidden_channels, hidden_channels, mlp_layers, final_act=True)
+        # one Linear + GELU each, as the reference's encoders
+        self.node_encoder = _mlp(in_channels, hidden_channels, hidden_channels, 1, final_act=True)
+        self.edge_encoder = _mlp(dim, hidden_channels, hidden_channels, 1, final_act=True)
         self.layers = nn.ModuleList(
             InteractionLayer(hidden_channels, mlp_layers, aggr, update_edges=i < num_layers - 1)
             for i in range(num_layers))
