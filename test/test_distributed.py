@@ -14,7 +14,10 @@ CONFIG = dict(in_channels=4, hidden_channels=[16, 32, 64], ball_sizes=[16, 16, 1
               enc_depths=[2, 2, 2], dec_num_heads=[2, 4], dec_depths=[2, 2], strides=[2, 2], rotate=45.0,
               mp_steps=2, knn=8, out_channels=3)
 NUM_NODES = 400  # not a power of two: the tree repeats points in its padding slots
-CASES = [(torch.float64, True), (torch.float32, True), (torch.float64, False)]
+#: (dtype, training, activation checkpointing: on every rank, on none, or on rank 0 only)
+CASES = [(torch.float64, True, False), (torch.float32, True, False), (torch.float64, False, False),
+         (torch.float64, True, True), (torch.float32, True, "rank 0")]
+NUM_BLOCKS = sum(CONFIG["enc_depths"]) + sum(CONFIG["dec_depths"])
 
 
 def _cloud(num_nodes, dtype, seed=0):
@@ -45,10 +48,16 @@ def _buffers(model):
     return {k: b.clone() for k, b in model.named_buffers() if "running" in k}
 
 
-def _sharded(dtype, train, num_nodes, group=None):
+def _sharded(dtype, train, checkpointing, rank, num_nodes):
     from torch_geometric_erwin.distributed import ShardedErwin
-    model = _model(dtype).train(train)
-    sharded = ShardedErwin(model, group)
+    model = _model(dtype, activation_checkpointing=checkpointing is True or (checkpointing == "rank 0" and rank == 0))
+    model.train(train)
+    block_calls = [0]
+    for stage in [*model.encoder, *model.decoder]:
+        for block in stage.blocks:
+            # a pre-hook of the block's first layer: a recomputation may stop before the block's end
+            block.norm1.register_forward_pre_hook(lambda *_: block_calls.__setitem__(0, block_calls[0] + 1))
+    sharded = ShardedErwin(model)
     pos, x, y = _cloud(num_nodes, dtype)
     shard = sharded.shard(pos, x)
     out = sharded(shard)
@@ -56,7 +65,8 @@ def _sharded(dtype, train, num_nodes, group=None):
     sharded.all_reduce_gradients()
     return dict(out=sharded.gather(out.detach(), shard), grads={k: p.grad for k, p in model.named_parameters()},
                 buffers=_buffers(model), counts=shard.node_counts, halo=shard.num_halo_nodes,
-                rows_sent=[e.rows_sent for e in shard.exchanges])
+                rows_sent=[e.rows_sent for e in shard.exchanges], block_calls=block_calls[0],
+                checkpointed=model.activation_checkpointing)
 
 
 def _expect_error(name, errors, function):
@@ -70,13 +80,17 @@ def _expect_error(name, errors, function):
 
 def _bad_inputs(rank, world_size):
     from torch_geometric_erwin.distributed import ShardedErwin, shard_cloud
+    from torch_geometric_erwin.tree import build_ball_tree
     errors = {}
     model = _model(torch.float64)
     pos, x, _ = _cloud(NUM_NODES, torch.float64)
     sharded = ShardedErwin(model)
-    # another rank built its tree for other balls
-    tree = model.build_tree(pos) if rank == 0 else build_other_tree(pos)
+    # rank 1 built its tree for other balls than the model's
+    tree = model.build_tree(pos) if rank != 1 else build_other_tree(pos)
     _expect_error("tree", errors, lambda: sharded.shard(pos, x, tree))
+    # trees each valid on their own, but rotated by other angles on rank 1
+    rotated = build_ball_tree(pos, ball_sizes=[16, 16, 16], strides=[2, 2], rotate=30.0 if rank == 1 else 45.0)
+    _expect_error("trees_differ", errors, lambda: shard_cloud(pos, x, rotated))
     # another rank has another cloud, or none at all
     _expect_error("cloud", errors, lambda: sharded.shard(pos if rank else pos + 1, x))
     _expect_error("empty", errors, lambda: sharded.shard(pos[:0] if rank == world_size - 1 else pos,
@@ -84,12 +98,18 @@ def _bad_inputs(rank, world_size):
     # too few slots per rank for a whole ball of the coarsest level
     small_pos, small_x, _ = _cloud(32 * world_size - 28, torch.float64)  # 64 or 128 slots
     _expect_error("too_small", errors, lambda: sharded.shard(small_pos, small_x))
-    # models that differ
+    # models that differ, and models that differ only in activation checkpointing (allowed)
     _expect_error("model", errors, lambda: ShardedErwin(_model(torch.float64, mp_steps=1 if rank else 2)))
+    _expect_error("checkpointing", errors,
+                  lambda: ShardedErwin(_model(torch.float64, activation_checkpointing=rank == 0)))
     # a tree of a batch of two clouds
     batch = torch.repeat_interleave(torch.tensor([0, 1]), torch.tensor([200, 200]))
     _expect_error("batch", errors, lambda: shard_cloud(pos, x, model.build_tree(pos, batch)))
     if world_size == 4:
+        # three points on four ranks of one slot each: the median splits leave rank 1 without a point
+        tiny = pos[:3]
+        _expect_error("no_points", errors,
+                      lambda: shard_cloud(tiny, x[:3], build_ball_tree(tiny, ball_sizes=[1], strides=[])))
         three = dist.new_group([0, 1, 2])
         if rank < 3:
             _expect_error("world_size", errors, lambda: shard_cloud(pos, x, model.build_tree(pos), three))
@@ -107,7 +127,7 @@ def _worker(rank, world_size, store, result_dir):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=60))
     try:
-        results = {(dtype, train): _sharded(dtype, train, NUM_NODES) for dtype, train in CASES}
+        results = {case: _sharded(*case, rank, NUM_NODES) for case in CASES}
         results["errors"] = _bad_inputs(rank, world_size)
         torch.save(results, os.path.join(result_dir, f"rank{rank}.pt"))
         dist.barrier()
@@ -132,27 +152,38 @@ def _close(a, b, dtype):
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_sharded_erwin_equals_one_process(tmp_path, world_size):
     ranks = _spawn(tmp_path, world_size)
-    for dtype, train in CASES:
+    for dtype, train, checkpointing in CASES:
         out, grads, buffers = _single(dtype, train)
         for rank, results in enumerate(ranks):
-            result = results[(dtype, train)]
-            assert _close(result["out"], out, dtype), (rank, dtype, train)
+            result = results[(dtype, train, checkpointing)]
+            case = (rank, dtype, train, checkpointing)
+            assert _close(result["out"], out, dtype), case
             assert result["grads"].keys() == grads.keys()
             for name, grad in grads.items():
-                assert _close(result["grads"][name], grad, dtype), (rank, name, dtype, train)
+                assert _close(result["grads"][name], grad, dtype), (*case, name)
             for name, buffer in buffers.items():
-                assert _close(result["buffers"][name], buffer, dtype), (rank, name, dtype, train)
-        counts = ranks[0][(dtype, train)]["counts"]
+                assert _close(result["buffers"][name], buffer, dtype), (*case, name)
+            # checkpointed blocks run again in the backward pass
+            runs = 2 if train and result["checkpointed"] else 1
+            assert result["block_calls"] == runs * NUM_BLOCKS, case
+        counts = ranks[0][(dtype, train, checkpointing)]["counts"]
         assert sum(counts) == NUM_NODES and max(counts) - min(counts) <= 1  # median splits: balanced nodes
-        assert sum(ranks[0][(dtype, train)]["rows_sent"]) > 0  # the rotated balls did cross ranks
-        assert ranks[0][(dtype, train)]["halo"] > 0
-    expected = {"tree": "differ from rank 0 (differing: ball_sizes",
-                "cloud": "differing: pos", "empty": f"rank {world_size - 1}: the cloud has no points",
-                "too_small": f"use at most {world_size // 2} rank(s)", "model": "different model configurations",
+        assert sum(ranks[0][(dtype, train, checkpointing)]["rows_sent"]) > 0  # the rotated balls did cross ranks
+        assert ranks[0][(dtype, train, checkpointing)]["halo"] > 0
+    assert [r[(torch.float32, True, "rank 0")]["checkpointed"] for r in ranks] == [True] + [False] * (world_size - 1)
+    expected = {"tree": "rank 1: tree built with ball_sizes=[8, 8, 8] but the model uses ball_sizes=[16, 16, 16]",
+                "trees_differ": "rank(s) [1] differ from rank 0 (differing: rotate, tree_rotated)",
+                "cloud": "differing: pos)", "empty": f"rank {world_size - 1}: the cloud has no points",
+                "too_small": f"use at most {world_size // 2} rank(s)",
+                "model": "different model configurations: rank(s) [1",
                 "batch": "one graph"}
+    if world_size == 4:
+        expected["no_points"] = "rank(s) [1] would own no points"
     for rank, results in enumerate(ranks):
         errors = results["errors"]
         for name, text in expected.items():
             assert errors[name] is not None and text in errors[name], (rank, name, errors[name])
+        assert "differing: mp_steps" in errors["model"]
+        assert errors["checkpointing"] is None
         if world_size == 4 and rank < 3:
             assert "power of two" in errors["world_size"]

@@ -87,7 +87,7 @@ def _crc(tensor: Optional[Tensor]) -> Optional[int]:
 def _fingerprint(pos: Tensor, x: Tensor, tree: BallTree, edge_index: Optional[Tensor], halo_hops: int) -> dict:
     return dict(num_nodes=tree.num_nodes, num_slots=tree.num_slots, pos_shape=tuple(pos.shape),
                 x_shape=tuple(x.shape), dtypes=(str(pos.dtype), str(x.dtype)), ball_sizes=tree.ball_sizes,
-                strides=tree.strides, padding=tree.padding, rotated_levels=len(tree.rotated),
+                strides=tree.strides, padding=tree.padding, rotate=tree.rotate, rotated_levels=len(tree.rotated),
                 tree_index=_crc(tree.index), tree_rotated=[_crc(p) for p in tree.rotated], pos=_crc(pos),
                 x=_crc(x), edge_index=_crc(edge_index), halo_hops=halo_hops)
 
@@ -183,6 +183,11 @@ def shard_cloud(pos: Tensor, x: Tensor, tree: BallTree, group=None, *, edge_inde
     node_slots = tree.to(device).node_slots()
     owner = node_slots // share
     node_counts = torch.bincount(owner, minlength=world_size).tolist()
+    if min(node_counts) == 0:
+        # every rank holds the same agreed tree, so every rank raises here together
+        empty = [r for r, count in enumerate(node_counts) if count == 0]
+        raise ValueError(f"rank(s) {empty} would own no points of the {tree.num_nodes}-node cloud (nodes per rank: "
+                         f"{node_counts}): use fewer ranks, or a larger cloud")
     node_index = (owner == rank).nonzero().squeeze(1)
 
     members = torch.zeros(tree.num_nodes, dtype=torch.bool, device=device)

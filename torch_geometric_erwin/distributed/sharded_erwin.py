@@ -7,6 +7,7 @@ from typing import List, Optional
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from torch_geometric_erwin.distributed.comm import _RECENT_COLLECTIVES, agree, world
 from torch_geometric_erwin.distributed.exchange import RotatedExchange
@@ -78,8 +79,10 @@ class ShardedErwin(nn.Module):
 
     @staticmethod
     def _config(model: Erwin) -> dict:
-        return dict(repr=repr(model), tree=model.tree_config, rotate=model.rotate, knn=model.knn,
-                    radius=model.radius, shapes=[tuple(t.shape) for t in model.state_dict().values()],
+        # activation checkpointing is left out: it changes no collective (see _stage), so each rank
+        # may choose it for its own memory
+        config = {name: value for name, value in model.config.items() if name != "activation_checkpointing"}
+        return dict(config, shapes=[tuple(t.shape) for t in model.state_dict().values()],
                     dtype=str(model.embedding.lin.weight.dtype))
 
     @torch.no_grad()
@@ -114,7 +117,8 @@ class ShardedErwin(nn.Module):
             # raises here; the other ranks meet this all_gather in shard_cloud's own check
             agree(error, None, self.group, "clouds")
         return shard_cloud(pos, x, tree, self.group, edge_index=edge_index if model.mp_steps > 0 else None,
-                           halo_hops=model.mp_steps, fingerprint=self._config(model))
+                           halo_hops=model.mp_steps,
+                           fingerprint={f"model.{k}": v for k, v in self._config(model).items()})
 
     # ------------------------------------------------------------------ forward
     def forward(self, shard: CloudShard) -> Tensor:
@@ -123,11 +127,12 @@ class ShardedErwin(nn.Module):
         model = self.module
         h = model.embedding(shard.x, shard.pos, shard.edge_index).index_select(0, shard.slot_nodes)
         level_pos = [shard.pos.index_select(0, shard.slot_nodes).detach()]
+        checkpointed = model.activation_checkpointing and model.training and torch.is_grad_enabled()
         orders, skips = [], []
         levels = len(model.ball_sizes)
         for level in range(levels):
-            orders.append(self._orders(level_pos[level], shard, level))
-            h = self._stage(model.encoder[level], h, orders[level])
+            orders.append(self._orders(level_pos[level], shard, level, checkpointed))
+            h = self._stage(model.encoder[level], h, orders[level], checkpointed)
             if level < levels - 1:
                 skips.append(h)
                 h, centres = self._pool[level](h, level_pos[level])
@@ -136,28 +141,42 @@ class ShardedErwin(nn.Module):
             return h
         for level in reversed(range(levels - 1)):
             h = self._unpool[level](h, level_pos[level + 1], skips[level], level_pos[level])
-            h = self._stage(model.decoder[level], h, orders[level])
+            h = self._stage(model.decoder[level], h, orders[level], checkpointed)
         out = h.index_select(0, shard.output_slots)
         return out if model.head is None else model.head(out)
 
-    def _orders(self, pos: Tensor, shard: CloudShard, level: int):
+    def _orders(self, pos: Tensor, shard: CloudShard, level: int, checkpointed: bool):
+        """The level's balls and, with rotation, its exchange and rotated balls: as
+        :class:`BallGeometry`, or as the ``[S_l/R, D]`` positions a checkpointed block forms its
+        geometry from (so that the distances are not kept between the passes)."""
         ball_size = self.module.ball_sizes[level]
-        geometry = BallGeometry.from_pos(pos, ball_size)
         exchange = shard.exchanges[level]
-        if not self.module.uses_rotation or exchange is None:
+        rotated_pos = (exchange.rotate_positions(pos) if self.module.uses_rotation and exchange is not None
+                       else None)
+        if checkpointed:
+            return pos, None if rotated_pos is None else (exchange, rotated_pos)
+        geometry = BallGeometry.from_pos(pos, ball_size)
+        if rotated_pos is None:
             return geometry, None
-        return geometry, (exchange, BallGeometry.from_pos(exchange.rotate_positions(pos), ball_size))
+        return geometry, (exchange, BallGeometry.from_pos(rotated_pos, ball_size))
 
     @staticmethod
-    def _stage(stage: ErwinStage, x: Tensor, orders) -> Tensor:
-        # ErwinStage.forward's alternation, with the rotated order's rows brought across ranks
-        geometry, rotated = orders
+    def _stage(stage: ErwinStage, x: Tensor, orders, checkpointed: bool) -> Tensor:
+        # ErwinStage.forward's alternation, with the rotated order's rows brought across ranks. Under
+        # checkpointing only the block runs again in the backward pass, never an exchange: the
+        # collectives then happen once per pass on every rank whatever each rank's setting.
+        def run(block, x, where):
+            if checkpointed:
+                return activation_checkpoint(stage._block, block, x, where, None, use_reentrant=False)
+            return block(x, geometry=where)
+
+        plain, rotated = orders
         for i, block in enumerate(stage.blocks):
             if i % 2 and rotated is not None:
-                exchange, rotated_geometry = rotated
-                x = exchange.from_rotated(block(exchange.to_rotated(x), geometry=rotated_geometry))
+                exchange, where = rotated
+                x = exchange.from_rotated(run(block, exchange.to_rotated(x), where))
             else:
-                x = block(x, geometry=geometry)
+                x = run(block, x, plain)
         return x
 
     # ------------------------------------------------------------------ gradients and outputs
