@@ -1,8 +1,10 @@
 """examples/sharded_cloud.py: two steps on two gloo ranks under torchrun train the model exactly as two
-steps in one process on the whole cloud do, and a run resumed on one rank continues it."""
+steps in one process on the whole cloud do, within a memory budget that one process exceeds, and a run
+resumed on one rank continues it."""
 import importlib.util
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -51,15 +53,20 @@ def _assert_same_state(actual, expected):
 
 
 @pytest.mark.timeout(300)
-def test_two_ranks_train_as_one_process_and_resume(tmp_path):
+def test_two_ranks_train_as_one_process_within_budget_and_resume(tmp_path, capsys):
     from torch_geometric_erwin.nn import Erwin
     data, out = str(tmp_path / "data"), tmp_path / "out"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", SCRIPT, *SMALL,
+    # the tiny model keeps about 11 MiB of float64 activations on this cloud in one process, 6 per rank on two
+    budget = ["--memory-budget-mib", "8"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", SCRIPT, *SMALL, *budget,
                "--steps", "2", "--data", data, "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT, ERWIN_DIST_TIMEOUT="120")
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "500 points on 2 rank(s)" in result.stdout and "step 2/2 | loss" in result.stdout
+    kept = re.search(r"activations per rank: ([\d.]+), ([\d.]+) MiB \(budget 8 MiB; ([\d.]+) MiB in all\)",
+                     result.stdout)
+    assert kept and max(float(kept[1]), float(kept[2])) <= 8 < float(kept[3]), result.stdout
 
     example = _example()
     expected = _reference(example, data, steps=2)
@@ -67,6 +74,12 @@ def test_two_ranks_train_as_one_process_and_resume(tmp_path):
     assert isinstance(Erwin.from_checkpoint(str(out / "model.pt")), Erwin)  # a model file of one process
     checkpoint = torch.load(out / "last.pt", weights_only=False)
     assert checkpoint["step"] == 2 and checkpoint["world_size"] == 2
+
+    # the same budget on one rank: refused before the backward pass, pointing at two ranks
+    assert example.main([*SMALL, *budget, "--steps", "1", "--data", data, "--out", str(tmp_path / "one")]) == 2
+    err = capsys.readouterr().err
+    assert "over --memory-budget-mib 8" in err and "launch at least 2 ranks" in err, err
+    assert not (tmp_path / "one" / "last.pt").exists()
 
     # one step, then resumed to two, on a single rank (a process group of one)
     resumed = str(tmp_path / "resumed")
@@ -80,6 +93,7 @@ def test_bad_command_lines_and_clouds(tmp_path, capsys):
     example = _example()
     for argv, text in ((["--steps", "0"], "--steps must be at least 1"),
                        (["--resume", "--out", str(tmp_path / "none")], "no checkpoint"),
+                       (["--memory-budget-mib", "-1"], "--memory-budget-mib non-negative"),
                        (["--cloud", str(tmp_path / "missing.pt")], "does not exist")):
         with pytest.raises(SystemExit) as info:
             example.main(argv)

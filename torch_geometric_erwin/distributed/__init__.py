@@ -16,9 +16,10 @@ ball tree, and only the rotated levels, the BatchNorm statistics and the gradien
 """
 from torch_geometric_erwin.distributed.comm import AllReduceSum, AllToAll, all_reduce_sum, all_to_all
 from torch_geometric_erwin.distributed.exchange import RotatedExchange
+from torch_geometric_erwin.distributed.memory import ActivationMemory
 from torch_geometric_erwin.distributed.shard import CloudShard, shard_cloud
 from torch_geometric_erwin.distributed.sharded_erwin import ShardedErwin
 from torch_geometric_erwin.distributed.sync_batch_norm import ShardedBatchNorm
 
-__all__ = ["AllReduceSum", "AllToAll", "CloudShard", "RotatedExchange", "ShardedBatchNorm", "ShardedErwin",
+__all__ = ["ActivationMemory", "AllReduceSum", "AllToAll", "CloudShard", "RotatedExchange", "ShardedBatchNorm", "ShardedErwin",
            "all_reduce_sum", "all_to_all", "shard_cloud"]
