@@ -109,3 +109,19 @@ def test_bad_command_lines_and_clouds(tmp_path, capsys):
                              "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and text in err and "Traceback" not in err, err
+
+
+@pytest.mark.timeout(200)
+def test_a_cloud_too_small_for_the_ranks_ends_every_rank(tmp_path):
+    # 20 points fill 32 slots: 16 per rank, less than one coarsest ball with its pooling group (32)
+    torch.save({"pos": torch.rand(20, 3), "x": torch.rand(20, 1), "y": torch.rand(20, 3)}, tmp_path / "cloud.pt")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", SCRIPT, "--model", "tiny",
+               "--cloud", str(tmp_path / "cloud.pt"), "--device", "cpu", "--out", str(tmp_path / "out")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT, ERWIN_DIST_TIMEOUT="60")
+    # a rank left waiting in a collective would outlive the timeout
+    result = subprocess.run(command, capture_output=True, text=True, timeout=150, env=env)
+    assert result.returncode != 0
+    assert "error: rank 0: 2 ranks would cut balls" in result.stderr and "use at most 1 rank(s)" in result.stderr
+    assert "rank 1: 2 ranks would cut balls" in result.stderr  # each rank found it; both say so
+    assert result.stderr.count("exitcode  : 2") == 2, result.stderr[-3000:]  # every rank stopped with status 2
+    assert "[rank0]: Traceback" not in result.stderr and "[rank1]: Traceback" not in result.stderr
