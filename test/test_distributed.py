@@ -71,6 +71,58 @@ def _sharded(dtype, train, checkpointing, rank, num_nodes):
                 checkpointed=model.activation_checkpointing)
 
 
+def _route(rows, plans, index, send, recv):
+    """What the all-to-alls of ``plans`` deliver: ``rows[r]`` of rank r sent in the order ``index`` with the
+    counts ``send`` and received with the counts ``recv`` (the attribute names of one direction)."""
+    world_size = len(plans)
+    parts = [list(rows[r].index_select(0, getattr(plans[r], index)).split(getattr(plans[r], send)))
+             for r in range(world_size)]
+    received = [torch.cat([parts[source][r] for source in range(world_size)]) for r in range(world_size)]
+    for r in range(world_size):
+        assert [p.shape[0] for p in received[r].split(getattr(plans[r], recv))] == getattr(plans[r], recv)
+    return received
+
+
+@pytest.mark.parametrize("world_size", [2, 4, 8])
+def test_rotated_exchange_delivers_whole_chunks_and_keeps_rows_home(world_size):
+    import itertools
+
+    from torch_geometric_erwin.distributed import RotatedExchange
+    from torch_geometric_erwin.tree import build_ball_tree
+    pos, _, _ = _cloud(1 << 14, torch.float32)
+    tree = build_ball_tree(pos, ball_sizes=[16, 16, 16], strides=[2, 2], rotate=45.0)
+    improved = False
+    for permutation in tree.rotated:
+        share = permutation.numel() // world_size
+        plans = [RotatedExchange.plan(permutation, r, world_size) for r in range(world_size)]
+        slots = [torch.arange(r * share, (r + 1) * share) for r in range(world_size)]  # every rank's rows
+        received = _route(slots, plans, "send_index", "send_counts", "recv_counts")
+        rotated = [received[r].index_select(0, plans[r].recv_inverse) for r in range(world_size)]
+        # every rank gets one whole chunk of the rotated order, in rotated order; together all chunks
+        chunks = []
+        for rows in rotated:
+            start = int((permutation == rows[0]).nonzero())
+            assert start % share == 0 and torch.equal(rows, permutation[start:start + share])
+            chunks.append(start // share)
+        assert sorted(chunks) == list(range(world_size))
+        # and the way back returns every row to its slot
+        back = _route(rotated, plans, "recv_slots", "recv_counts", "send_counts")
+        for r in range(world_size):
+            assert torch.equal(back[r].index_select(0, plans[r].send_inverse), slots[r])
+        # rows that stay: at least those of giving chunk r to rank r, and at least half the best matching's
+        owner = (permutation // share).view(world_size, share)
+        overlap = torch.stack([torch.bincount(row, minlength=world_size) for row in owner])  # [chunk, rank]
+        kept = sum(plan.send_counts[r] for r, plan in enumerate(plans))
+        assert kept >= int(overlap.diagonal().sum())
+        improved |= kept > int(overlap.diagonal().sum())
+        if world_size <= 4:
+            best = max(sum(int(overlap[c, r]) for c, r in enumerate(p))
+                       for p in itertools.permutations(range(world_size)))
+            assert 2 * kept >= best
+    if world_size > 2:  # on this cloud, some levels' plain and rotated chunks pair up off the diagonal
+        assert improved
+
+
 def _expect_error(name, errors, function):
     try:
         function()

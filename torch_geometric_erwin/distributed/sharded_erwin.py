@@ -83,7 +83,7 @@ class ShardedErwin(nn.Module):
         # may choose it for its own memory
         config = {name: value for name, value in model.config.items() if name != "activation_checkpointing"}
         return dict(config, shapes=[tuple(t.shape) for t in model.state_dict().values()],
-                    dtype=str(model.embedding.lin.weight.dtype))
+                    dtype=str(next(model.parameters()).dtype))
 
     @torch.no_grad()
     def _broadcast_state(self) -> None:
