@@ -93,8 +93,8 @@ def init(device):
     from torch_geometric_erwin.training.distributed import init_distributed
     context = init_distributed(device)
     if not dist.is_initialized():  # no torchrun: a group of one, so that the same code runs
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1,
-                                timeout=datetime.timedelta(seconds=60))
+        dist.init_process_group("nccl" if context.device.type == "cuda" else "gloo", store=dist.HashStore(),
+                                rank=0, world_size=1, timeout=datetime.timedelta(seconds=60))
     return context
 
 
