@@ -15,7 +15,7 @@ in the first step's forward pass by :class:`torch_geometric_erwin.distributed.Ac
 tensor autograd saves, once per storage, parameters excluded). Over the budget on any rank, every rank
 stops before the backward pass with an error that says how many ranks would fit. The default run (the
 "small" model on 16384 particles) keeps about 300 MiB in one process against a budget of 128 MiB, and
-about 80 MiB per rank on 4 ranks: a laptop-sized stand-in for a 10^7-point cloud on 80 GB GPUs.
+about 84 MiB per rank on 4 ranks: a laptop-sized stand-in for a 10^7-point cloud on 80 GB GPUs.
 Parameters, optimiser state and the inputs (every rank reads the whole cloud's positions, features and
 targets, a few floats per point, before keeping its shard) are not counted.
 """

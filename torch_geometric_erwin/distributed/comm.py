@@ -41,11 +41,13 @@ class AllToAll(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, send_counts: List[int], recv_counts: List[int], group) -> Tensor:
+        """The rows received, ``[sum(recv_counts), ...]``."""
         ctx.send_counts, ctx.recv_counts, ctx.group = send_counts, recv_counts, group
         return all_to_all(x, send_counts, recv_counts, group)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        """The gradient of the rows sent: ``grad`` sent back along the same routes."""
         return all_to_all(grad, ctx.recv_counts, ctx.send_counts, ctx.group), None, None, None
 
 
@@ -56,6 +58,7 @@ class AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, group) -> Tensor:
+        """The sum of ``x`` over the ranks."""
         ctx.group = group
         out = x.clone()
         _RECENT_COLLECTIVES.append(out)
@@ -64,6 +67,7 @@ class AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        """The sum of ``grad`` over the ranks."""
         grad = grad.clone()
         _RECENT_COLLECTIVES.append(grad)
         dist.all_reduce(grad, group=ctx.group)
