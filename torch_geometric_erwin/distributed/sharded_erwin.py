@@ -167,7 +167,8 @@ class ShardedErwin(nn.Module):
         # collectives then happen once per pass on every rank whatever each rank's setting.
         def run(block, x, where):
             if checkpointed:
-                return activation_checkpoint(stage._block, block, x, where, None, use_reentrant=False)
+                return activation_checkpoint(_block_on_positions, block, x, where, stage.ball_size,
+                                             use_reentrant=False)
             return block(x, geometry=where)
 
         plain, rotated = orders
@@ -215,6 +216,12 @@ class ShardedErwin(nn.Module):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.module!r})"
+
+
+def _block_on_positions(block: nn.Module, x: Tensor, pos: Tensor, ball_size: int) -> Tensor:
+    """``block`` on the balls of ``pos`` (tree order), their geometry formed here so that a checkpointed
+    block keeps no distances between the passes."""
+    return block(x, geometry=BallGeometry.from_pos(pos, ball_size))
 
 
 def _all_gather_rows(rows: Tensor, shard: CloudShard) -> List[Tensor]:
