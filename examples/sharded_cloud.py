@@ -128,8 +128,9 @@ def peak_memory_mib(device):
 
 
 def check_budget(activation_bytes, budget_mib, context):
-    """Every rank's activation MiB (one all-gather); the same ValueError on every rank if one is over budget."""
-    kept = torch.zeros(context.world_size, dtype=torch.float64)
+    """Every rank's activation MiB (one all-reduce, on the device the backend takes); the same ValueError on
+    every rank if one is over budget."""
+    kept = torch.zeros(context.world_size, dtype=torch.float64, device=context.device)
     kept[context.rank] = activation_bytes / 2**20
     context.all_reduce_(kept)
     if budget_mib and float(kept.max()) > budget_mib:
