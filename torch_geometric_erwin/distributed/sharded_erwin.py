@@ -104,13 +104,8 @@ class ShardedErwin(nn.Module):
         model = self.module
         error = None
         try:
-            if isinstance(pos, Tensor) and pos.dim() == 2 and pos.shape[0] > 0:
-                pos = pos.to(torch.promote_types(pos.dtype, torch.float32))
-                if tree is None:
-                    tree = model.build_tree(pos)
-                if edge_index is None and model.mp_steps > 0:
-                    edge_index = model.build_graph(pos)
-                model._check_inputs(x, pos, None, edge_index, tree)
+            # the model's own checks, tree and graph, as its forward would take them
+            pos, edge_index, tree = model._prepare(x, pos, None, edge_index, tree, False)
         except (TypeError, ValueError) as failure:
             error = str(failure)
         if error is not None:
@@ -125,7 +120,7 @@ class ShardedErwin(nn.Module):
         if not isinstance(shard, CloudShard):
             raise TypeError(f"forward takes a CloudShard (from ShardedErwin.shard), got {type(shard).__name__}")
         model = self.module
-        h = model.embedding(shard.x, shard.pos, shard.edge_index).index_select(0, shard.slot_nodes)
+        h = model.embedding(shard.x, shard.pos, shard.edge_index, check_edges=False).index_select(0, shard.slot_nodes)
         level_pos = [shard.pos.index_select(0, shard.slot_nodes).detach()]
         checkpointed = model.activation_checkpointing and model.training and torch.is_grad_enabled()
         orders, skips = [], []
