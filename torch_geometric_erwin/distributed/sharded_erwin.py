@@ -104,8 +104,9 @@ class ShardedErwin(nn.Module):
         model = self.module
         error = None
         try:
-            # the model's own checks, tree and graph, as its forward would take them
-            pos, edge_index, tree = model._prepare(x, pos, None, edge_index, tree, False)
+            if isinstance(pos, Tensor) and pos.dim() == 2 and pos.shape[0] > 0:  # else shard_cloud says why
+                # the model's own checks, tree and graph, as its forward would take them
+                pos, edge_index, tree = model._prepare(x, pos, None, edge_index, tree, False)
         except (TypeError, ValueError) as failure:
             error = str(failure)
         if error is not None:
