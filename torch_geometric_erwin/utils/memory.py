@@ -2,28 +2,32 @@ r"""How much memory an :class:`~torch_geometric_erwin.nn.Erwin` call will take, 
 
 :func:`estimate_erwin_memory` predicts the peak memory that one forward pass (``training=False``:
 eval mode, ``torch.no_grad``) or one training step (forward, loss, backward) of a model adds on
-top of its parameters and inputs, end to end: the ball tree, the embedding's graph, and the
+top of its parameters and inputs, end to end: the ball tree, the embedding's graph and the
 transformer. It counts the tensors the implementation keeps alive at its peak, level by level,
 from the model's configuration, and multiplies the count by :data:`SAFETY`, so that it is meant
-as an upper bound: measured peaks (``benchmarks/scale.py``, the docs' "Large systems") lie
-between :math:`1/2` and :math:`1` of it at every size measured.
+as an upper bound: peaks measured on ``md-small`` from 2^12 to 2^16 points (``benchmarks/scale.py``,
+the docs' "Large systems") lie between 0.55 and 0.79 of it.
 
 With :math:`S_l` slots at level :math:`l` (the tree's padded leaves pooled by the strides before
-it), widths :math:`C_l`, ball sizes :math:`m_l`, :math:`R = 2` tree orders per level when the
-model attends in rotated balls (else 1), :math:`E` edges of the graph and element size
-:math:`e` (4 bytes in float32), the count is
+it), widths :math:`C_l`, ball sizes :math:`m_l`, :math:`b_l` blocks (encoder and decoder),
+:math:`R = 2` tree orders per level when the model attends in rotated balls (else 1),
+:math:`E` edges, :math:`D` dimensions and element size :math:`e` (4 bytes in float32):
 
 .. math::
-    M_{graph} &= E \, (16 + 4 D) + (\text{training: } E \, (16 + 4 D)) \\
-    M_{level}(l) &= S_l \big(e \, R \, (m_l + D) + e \, a \, C_l\big) \\
-    M &= M_{graph} + M_{tree} + M_{embedding} + \textstyle\sum_l (\dots)
+    M_{graph} &= E\,(16 + e D) \cdot (2 \text{ in training, else } 1) \\
+    G_l &= e\, S_l\, (m_l + D) \qquad \text{(one order's ball distances and relative positions)} \\
+    M_{infer} &= \max_l \Big(\sum_{j<l} e S_j C_j + e\, a_{inf} S_l C_l + G_l\Big) \\
+    M_{train} &= \sum_l \big(b_l\, e\, a_{train} S_l C_l + R\, G_l\big) + \max_l e\, a_{grad} S_l C_l
+        + M_{pool} + \sum_{l<L-1} e S_l C_l \\
+    M_{ckpt} &= \sum_l b_l\, e S_l C_l + \max_l \big(e\,(a_{train} + a_{grad}) S_l C_l + G_l\big)
+        + M_{pool} + \sum_{l<L-1} e S_l C_l
 
-where inference holds the skip connections of the finer levels plus one level's working set
-(:data:`INFERENCE_FLOATS` floats per channel and slot) and its ball geometry (the
-:math:`[S_l / m_l, m_l, m_l]` distances), plain training keeps :data:`TRAINING_FLOATS` floats
-per channel and slot for every block and every level's geometry, and checkpointed training
-keeps each block's input only (one float per channel and slot) plus, while one block runs again
-in the backward pass, that block's activations and gradients.
+plus the tree's orders and the embedding's activations, with :math:`a_{inf}` =
+:data:`INFERENCE_FLOATS`, :math:`a_{train}` = :data:`TRAINING_FLOATS`, :math:`a_{grad}` =
+:data:`GRADIENT_FLOATS`; the total is multiplied by :data:`SAFETY`. It models the CPU float32
+path with the C++ kernels; the PyTorch fallbacks keep more (the written-out training attention
+keeps every block's attention probabilities, :math:`4 H_l m_l` bytes per slot and block), and
+a CUDA caching allocator adds its own slack.
 """
 from __future__ import annotations
 
@@ -37,8 +41,11 @@ import torch
 #: sum, SwiGLU's ``[S, 2 * 4C]`` pre-activations (8) and the output, and the rotated blocks'
 #: permuted copies (2, averaged over the blocks).
 TRAINING_FLOATS = 19
-#: Floats per channel and slot of one block's working set without autograd.
-INFERENCE_FLOATS = 12
+#: Floats per channel and slot of one level's working set without autograd. Counting a block's
+#: tensors (the norms' outputs, the attention input, ``qkv``, the attention output, its projection,
+#: the residual sums and the rotated blocks' permuted copies) gives 12; the measured inference peaks
+#: of ``md-small`` need 18, for temporaries that this count leaves out.
+INFERENCE_FLOATS = 18
 #: Floats per channel and slot of one block's gradients in the backward pass (its input's, the
 #: ``qkv`` gradient and SwiGLU's pre-activation gradient), alive while the block's backward runs.
 GRADIENT_FLOATS = 14
@@ -47,9 +54,9 @@ EMBEDDING_FLOATS = 6
 #: Floats per output channel that a pooling or unpooling layer keeps per coarse (pooling) or
 #: fine (unpooling) slot in training.
 POOLING_FLOATS = 4
-#: The count of live tensors is multiplied by this: it leaves out the allocator's slack, PyTorch's
-#: temporaries of a few MB, and small tensors; fitted so that the estimate stays above every peak
-#: measured on ``md-small``, 2^12 to 2^16 points (see the docs' "Large systems").
+#: The count of live tensors is multiplied by this, for the allocator's slack, PyTorch's temporaries
+#: and the small tensors the count leaves out: chosen so that the estimate stays above every peak
+#: measured on ``md-small`` from 2^12 to 2^16 points (see the docs' "Large systems").
 SAFETY = 1.5
 
 
