@@ -59,29 +59,36 @@ def check_memory(args):
     model = Erwin.from_preset(f"md-{args.size}", in_channels=C_IN)
     # parameters, their gradients and AdamW's two moments; the clouds (positions, mass, target)
     state = 4 * sum(p.numel() * p.element_size() for p in model.parameters())
-    data = (args.num_train + 2) * args.num_points * 5 * 4
 
-    def needs(checkpointing: bool, num_points: int, infer_points: int) -> int:
-        train = model.estimate_memory(num_points, training=True, activation_checkpointing=checkpointing)
-        return state + data + max(train, model.estimate_memory(max(num_points, infer_points)))
+    def training(points: int, checkpointing: bool) -> int:  # validation and testing need less than a step
+        return (state + (args.num_train + 2) * points * 5 * 4
+                + model.estimate_memory(points, training=True, activation_checkpointing=checkpointing))
 
-    need = needs(args.activation_checkpointing, args.num_points, args.infer_points)
+    def inference(points: int) -> int:
+        return state + (args.num_train + 2) * args.num_points * 5 * 4 + points * 4 * 4 + model.estimate_memory(points)
+
+    def largest(points: int, fits) -> int:
+        while points > 512 and not fits(points):
+            points //= 2
+        return points
+
+    need = max(training(args.num_points, args.activation_checkpointing), inference(args.infer_points))
     if need <= budget:
         return
     fixes = []
-    if not args.activation_checkpointing and needs(True, args.num_points, args.infer_points) <= budget:
-        fixes.append("drop --no-activation-checkpointing")
-    points = args.num_points
-    while points > 512 and needs(True, points, min(points, args.infer_points)) > budget:
-        points //= 2
-    fixes.append(f"--num-points {points} --infer-points {min(points, args.infer_points)}")
-    if args.size != "small":
-        fixes.append("--size small")
+    if training(args.num_points, args.activation_checkpointing) > budget:
+        if not args.activation_checkpointing and training(args.num_points, True) <= budget:
+            fixes.append("drop --no-activation-checkpointing")
+        else:
+            fixes.append(f"--num-points {largest(args.num_points, lambda n: training(n, True) <= budget)}")
+    if inference(args.infer_points) > budget:
+        fixes.append(f"--infer-points {largest(args.infer_points, lambda n: inference(n) <= budget)}")
     raise ValueError(
         f"this run is predicted to need {format_bytes(need)} of memory at its peak (md-{args.size}, training on "
         f"{args.num_points} points, activation checkpointing {'on' if args.activation_checkpointing else 'off'}, "
-        f"inference on {max(args.num_points, args.infer_points)}), more than the {format_bytes(budget)} "
-        f"{source}: try {' or '.join(fixes)}, or raise --memory-budget if the estimate is too cautious")
+        f"inference on {args.infer_points}), more than the {format_bytes(budget)} {source}: try "
+        f"{' and '.join(fixes)}{', or --size small' if args.size != 'small' else ''}, or raise --memory-budget if "
+        "the estimate is too cautious")
 
 
 def load(args):
