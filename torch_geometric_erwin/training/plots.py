@@ -59,10 +59,18 @@ def plot_loss_curves(metrics_files: Dict[str, str], path: str) -> None:
     save_figure(fig, path)
 
 
+#: Points of the largest graph :func:`plot_first_sample_tree` draws whole.
+MAX_PLOTTED_POINTS = 2**15
+
+
 def plot_first_sample_tree(data, path: str) -> None:
-    """The ball-tree partition (levels 0 and 1, plain and rotated) of one graph's positions."""
+    """The ball-tree partition (levels 0 and 1, plain and rotated) of one graph's positions; of an
+    evenly strided subset of :data:`MAX_PLOTTED_POINTS` of them for a larger graph, whose scatter
+    plot of every point would take minutes and show nothing more."""
     from torch_geometric_erwin.utils import plot_ball_tree
     pos = data.pos
+    if pos.size(0) > MAX_PLOTTED_POINTS:
+        pos = pos[::-(-pos.size(0) // MAX_PLOTTED_POINTS)]
     n = pos.size(0)
     ball = 2 ** max(2, min(6, int(math.log2(max(n, 16) / 16))))
     fig = plot_ball_tree(pos[:, :3].float(), level=[0, 1], rotated=True, ball_sizes=[ball, ball],

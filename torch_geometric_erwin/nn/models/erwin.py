@@ -279,6 +279,16 @@ class Erwin(Configurable, BallTreeModel):
         # every unpooling layer normalises, and every pooling layer but the parameter-free identity
         return (self.decode and len(self.pool) > 0) or any(not pool.identity for pool in self.pool)
 
+    def estimate_memory(self, num_nodes: Union[int, Sequence[int]], training: bool = False,
+                        activation_checkpointing: Optional[bool] = None) -> int:
+        """Predicted peak bytes of one call on graphs of ``num_nodes`` points (one int, or one per
+        graph of a batch), end to end with the tree and the graph: inference (eval mode,
+        ``torch.no_grad``) or, with ``training``, one training step, with or without
+        ``activation_checkpointing`` (default: this model's setting). Meant as an upper bound; see
+        :func:`~torch_geometric_erwin.utils.memory.estimate_erwin_memory`."""
+        from torch_geometric_erwin.utils.memory import estimate_erwin_memory
+        return estimate_erwin_memory(self, num_nodes, training, activation_checkpointing)
+
     @torch.compiler.disable
     def build_graph(self, pos: Tensor, batch: Optional[Tensor] = None) -> Tensor:
         """The graph of the embedding when none is given: radius (if ``radius``) or kNN, with self-loops."""
