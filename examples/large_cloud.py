@@ -165,6 +165,7 @@ EXPERIMENT = Experiment(
     train=dict(steps=20, batch_size=1, lr=1e-3, eta_min=1e-5, val_every=20, max_grad_norm=1.0),
     load=load, build_task=build_task, add_arguments=add_arguments, report=report,
     backbones={"erwin": erwin_backbone}, default_models=("erwin",), default_data="data/large_cloud",
+    synthetic_options=dict(num_points=1024, num_train=2),
     layout="generated in memory, nothing is read (--data is unused)")
 
 if __name__ == "__main__":
