@@ -2,20 +2,23 @@
 //
 //   O = softmax(S) V,   S = Q K^T / sqrt(E) + sigma_h D + H
 //
-// per ball and head, with Q, K, V [m, E], D the ball's [m, m] distances, sigma_h the head's bias
-// scale and H = -inf on hidden keys (tree padding), 0 elsewhere.
+// per ball and head, with Q, K, V [m, E], D the ball's [m, m] distances |p_i - p_j| of its positions
+// relative to its centre, sigma_h the head's bias scale and H = -inf on hidden keys (tree padding), 0
+// elsewhere.
 //
 // One (ball, head) pair is one task. Its scores are formed four query rows at a time in a [4, m]
 // buffer that stays in L1 and are never stored: the forward pass keeps each row's log-sum-exp
 // L, and the backward pass recomputes the probabilities P = exp(S - L) from it, as flash
 // attention does. Through PyTorch, the [balls, heads, m, m] probabilities are written, read back
 // and kept for the backward pass, which costs more time than forming them twice, and most of the
-// layer's memory. The head width E is a template parameter, so that loops over it unroll and the
+// layer's memory. D is formed from the ball's positions in a buffer of the thread, once per ball
+// for all of its heads (a thread's tasks run through a ball's heads in turn), so that no
+// [balls, m, m] distance tensor exists either: at ball size 128 it would take 512 bytes per point. The head width E is a template parameter, so that loops over it unroll and the
 // loops over the m keys vectorise.
 //
 // Layouts (row-major, as the layer's linear maps read and write them): qkv and grad_qkv
 // [balls * m, 3 * heads * E], each row Q, K, V of every head, "(three h e)"; out and grad_out
-// [balls * m, heads * E], "(h e)"; distance [balls, m, m]; hidden [balls, m] (nonzero: key
+// [balls * m, heads * E], "(h e)"; rel_pos [balls * m, dims]; hidden [balls, m] (nonzero: key
 // hidden) or null; lse [balls, heads, m]; sigma [heads]; grad_sigma_parts [balls, heads]. Every
 // row needs one visible key. m is a multiple of kRows. Validated in Python and by the bindings.
 // A task copies its rows of Q, K, V (and of dO) into contiguous buffers in the caches: reading
@@ -107,6 +110,43 @@ inline void scatter(const float* block, int64_t m, int64_t stride, float* slab) 
   }
 }
 
+// The pairwise distances of one ball, formed in a thread's buffers from its positions.
+class BallDistances {
+ public:
+  BallDistances(int64_t m, int64_t dims) : m_(m), dims_(dims), coords_(dims * m), distance_(m * m) {}
+
+  // distance [m, m] of the ball's positions rel_pos [m, dims]: sqrt(sum_d (p_id - p_jd)^2), the
+  // squares summed in the order of the dimensions.
+  const float* of(const float* rel_pos, int64_t ball) {
+    if (ball == ball_) return distance_.data();
+    ball_ = ball;
+    const float* p = rel_pos + ball * m_ * dims_;
+    for (int64_t j = 0; j < m_; ++j) {
+      for (int64_t d = 0; d < dims_; ++d) coords_[d * m_ + j] = p[j * dims_ + d];
+    }
+    for (int64_t i = 0; i < m_; ++i) {
+      float* row = distance_.data() + i * m_;
+      std::fill(row, row + m_, 0.0f);
+      for (int64_t d = 0; d < dims_; ++d) {
+        const float* column = coords_.data() + d * m_;
+        const float x = column[i];
+#pragma omp simd
+        for (int64_t j = 0; j < m_; ++j) {
+          const float difference = x - column[j];
+          row[j] += difference * difference;
+        }
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < m_; ++j) row[j] = std::sqrt(row[j]);
+    }
+    return distance_.data();
+  }
+
+ private:
+  int64_t m_, dims_, ball_ = -1;
+  std::vector<float> coords_, distance_;
+};
+
 // Where one (ball, head) task reads and writes: its ball's distances and hidden keys, the offsets of
 // its Q in the qkv slab (K and V follow, heads * E columns apart), of its rows in the out slab and
 // in lse.
@@ -117,10 +157,10 @@ struct Task {
   int64_t qkv, out, lse;
 };
 
-inline Task task(const float* sigma, const float* distance, const uint8_t* hidden, int64_t heads, int64_t m,
-                 int64_t e, int64_t ball_head) {
+inline Task task(const float* sigma, const float* rel_pos, BallDistances& distances, const uint8_t* hidden,
+                 int64_t heads, int64_t m, int64_t e, int64_t ball_head) {
   const int64_t ball = ball_head / heads, head = ball_head % heads;
-  return {distance + ball * m * m, hidden ? hidden + ball * m : nullptr, sigma[head],
+  return {distances.of(rel_pos, ball), hidden ? hidden + ball * m : nullptr, sigma[head],
           ball * m * 3 * heads * e + head * e, ball * m * heads * e + head * e, ball_head * m};
 }
 
@@ -142,17 +182,18 @@ inline void tile_scores(const Task& t, const float* scaled_q, const float* keys_
 }
 
 template <int E>
-ERWIN_MULTIVERSION void ball_attention_forward(const float* qkv, const float* sigma, const float* distance,
-                                               const uint8_t* hidden, int64_t balls, int64_t heads, int64_t m,
-                                               int threads, float* out, float* lse) {
+ERWIN_MULTIVERSION void ball_attention_forward(const float* qkv, const float* sigma, const float* rel_pos,
+                                               int64_t dims, const uint8_t* hidden, int64_t balls, int64_t heads,
+                                               int64_t m, int threads, float* out, float* lse) {
   const float scale = 1.0f / std::sqrt(float(E));
   const int64_t out_stride = heads * E, qkv_stride = 3 * out_stride;
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> scaled_q(m * E), keys_transposed(E * m), values(m * E), scores(kRows * m);
+    BallDistances distances(m, dims);
 #pragma omp for schedule(static)
     for (int64_t ball_head = 0; ball_head < balls * heads; ++ball_head) {
-      const Task t = task(sigma, distance, hidden, heads, m, E, ball_head);
+      const Task t = task(sigma, rel_pos, distances, hidden, heads, m, E, ball_head);
       gather<E>(qkv + t.qkv, qkv_stride, m, scale, scaled_q.data());
       gather_transposed<E>(qkv + t.qkv + out_stride, qkv_stride, m, keys_transposed.data());
       gather<E>(qkv + t.qkv + 2 * out_stride, qkv_stride, m, 1.0f, values.data());
@@ -183,8 +224,8 @@ ERWIN_MULTIVERSION void ball_attention_forward(const float* qkv, const float* si
 // a fixed order). With dP = dO V^T and delta = rowsum(dO * O): dS = P * (dP - delta),
 // dQ = dS K / sqrt(E), dK = dS^T Q / sqrt(E), dV = P^T dO, dsigma = sum(dS * D).
 template <int E>
-ERWIN_MULTIVERSION void ball_attention_backward(const float* qkv, const float* sigma, const float* distance,
-                                                const uint8_t* hidden, const float* out, const float* lse,
+ERWIN_MULTIVERSION void ball_attention_backward(const float* qkv, const float* sigma, const float* rel_pos,
+                                                int64_t dims, const uint8_t* hidden, const float* out, const float* lse,
                                                 const float* grad_out, int64_t balls, int64_t heads, int64_t m,
                                                 int threads, float* grad_qkv, float* grad_sigma_parts) {
   const float scale = 1.0f / std::sqrt(float(E));
@@ -194,9 +235,10 @@ ERWIN_MULTIVERSION void ball_attention_backward(const float* qkv, const float* s
     std::vector<float> scaled_q(m * E), keys(m * E), keys_transposed(E * m), values_transposed(E * m);
     std::vector<float> d_out(m * E), grad_keys(m * E), grad_values(m * E);
     std::vector<float> probabilities(kRows * m), grad_scores(kRows * m);
+    BallDistances distances(m, dims);
 #pragma omp for schedule(static)
     for (int64_t ball_head = 0; ball_head < balls * heads; ++ball_head) {
-      const Task t = task(sigma, distance, hidden, heads, m, E, ball_head);
+      const Task t = task(sigma, rel_pos, distances, hidden, heads, m, E, ball_head);
       gather<E>(qkv + t.qkv, qkv_stride, m, scale, scaled_q.data());
       gather<E>(qkv + t.qkv + out_stride, qkv_stride, m, 1.0f, keys.data());
       gather_transposed<E>(qkv + t.qkv + out_stride, qkv_stride, m, keys_transposed.data());

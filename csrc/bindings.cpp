@@ -185,24 +185,27 @@ using FloatArray = py::array_t<float, py::array::c_style>;
 using MaskArray = py::array_t<uint8_t, py::array::c_style>;
 
 struct AttentionShape {
-  int64_t balls, heads, m, head_width;
+  int64_t balls, heads, m, head_width, dims;
 };
 
-// The shape of the attention, from distance [balls, m, m], sigma [heads] and the first of like_out
-// [balls * m, heads * E], after checking that every array has the size the kernels will address.
+// The shape of the attention, from rel_pos [balls * m, dims], the ball size m, sigma [heads] and the
+// first of like_out [balls * m, heads * E], after checking that every array has the size the kernels
+// will address.
 static AttentionShape attention_shape(const std::vector<const FloatArray*>& like_qkv,
                                       const std::vector<const FloatArray*>& like_out, const FloatArray& sigma,
-                                      const FloatArray& distance, const std::optional<MaskArray>& hidden,
+                                      const FloatArray& rel_pos, int64_t m, const std::optional<MaskArray>& hidden,
                                       const FloatArray& lse, const FloatArray* grad_sigma_parts) {
   const FloatArray& out = *like_out.front();
-  if (distance.ndim() != 3 || out.ndim() != 2 || sigma.size() < 1 || out.shape(1) % sigma.size() != 0) {
-    throw std::invalid_argument("ball attention: distance must be [balls, m, m], out [balls * m, heads * E]");
+  if (rel_pos.ndim() != 2 || rel_pos.shape(1) < 1 || out.ndim() != 2 || sigma.size() < 1 ||
+      out.shape(1) % sigma.size() != 0 || m < erwin::kRows || m % erwin::kRows != 0 || out.shape(0) % m != 0) {
+    throw std::invalid_argument("ball attention: rel_pos must be [balls * m, dims], out [balls * m, heads * E], "
+                                "m a positive multiple of 4");
   }
-  const AttentionShape s{distance.shape(0), sigma.size(), distance.shape(1), out.shape(1) / sigma.size()};
+  const AttentionShape s{out.shape(0) / m, sigma.size(), m, out.shape(1) / sigma.size(), rel_pos.shape(1)};
   const auto has_shape = [](const FloatArray* array, int64_t rows, int64_t columns) {
     return array->ndim() == 2 && array->shape(0) == rows && array->shape(1) == columns;
   };
-  bool ok = s.m % erwin::kRows == 0 && distance.shape(2) == s.m && (!hidden || hidden->size() == s.balls * s.m) &&
+  bool ok = rel_pos.shape(0) == s.balls * s.m && (!hidden || hidden->size() == s.balls * s.m) &&
             lse.size() == s.balls * s.heads * s.m &&
             (!grad_sigma_parts || grad_sigma_parts->size() == s.balls * s.heads);
   for (const FloatArray* array : like_qkv) ok = ok && has_shape(array, s.balls * s.m, 3 * s.heads * s.head_width);
@@ -271,28 +274,28 @@ static const uint8_t* data_or_null(const std::optional<MaskArray>& hidden) {
   return hidden ? hidden->data() : nullptr;
 }
 
-static void ball_attention_forward(const FloatArray& qkv, const FloatArray& sigma, const FloatArray& distance,
-                                   const std::optional<MaskArray>& hidden, FloatArray& out, FloatArray& lse,
-                                   int threads) {
-  const AttentionShape s = attention_shape({&qkv}, {&out}, sigma, distance, hidden, lse, nullptr);
+static void ball_attention_forward(const FloatArray& qkv, const FloatArray& sigma, const FloatArray& rel_pos,
+                                   int64_t ball_size, const std::optional<MaskArray>& hidden, FloatArray& out,
+                                   FloatArray& lse, int threads) {
+  const AttentionShape s = attention_shape({&qkv}, {&out}, sigma, rel_pos, ball_size, hidden, lse, nullptr);
   py::gil_scoped_release release;
   with_head_width(s.head_width, [&](auto width) {
-    erwin::ball_attention_forward<decltype(width)::value>(qkv.data(), sigma.data(), distance.data(),
+    erwin::ball_attention_forward<decltype(width)::value>(qkv.data(), sigma.data(), rel_pos.data(), s.dims,
                                                           data_or_null(hidden), s.balls, s.heads, s.m, threads,
                                                           out.mutable_data(), lse.mutable_data());
   });
 }
 
-static void ball_attention_backward(const FloatArray& qkv, const FloatArray& sigma, const FloatArray& distance,
-                                    const std::optional<MaskArray>& hidden, const FloatArray& out,
-                                    const FloatArray& lse, const FloatArray& grad_out, FloatArray& grad_qkv,
-                                    FloatArray& grad_sigma_parts, int threads) {
-  const AttentionShape s =
-      attention_shape({&qkv, &grad_qkv}, {&out, &grad_out}, sigma, distance, hidden, lse, &grad_sigma_parts);
+static void ball_attention_backward(const FloatArray& qkv, const FloatArray& sigma, const FloatArray& rel_pos,
+                                    int64_t ball_size, const std::optional<MaskArray>& hidden,
+                                    const FloatArray& out, const FloatArray& lse, const FloatArray& grad_out,
+                                    FloatArray& grad_qkv, FloatArray& grad_sigma_parts, int threads) {
+  const AttentionShape s = attention_shape({&qkv, &grad_qkv}, {&out, &grad_out}, sigma, rel_pos, ball_size, hidden,
+                                           lse, &grad_sigma_parts);
   py::gil_scoped_release release;
   with_head_width(s.head_width, [&](auto width) {
     erwin::ball_attention_backward<decltype(width)::value>(
-        qkv.data(), sigma.data(), distance.data(), data_or_null(hidden), out.data(), lse.data(), grad_out.data(),
+        qkv.data(), sigma.data(), rel_pos.data(), s.dims, data_or_null(hidden), out.data(), lse.data(), grad_out.data(),
         s.balls, s.heads, s.m, threads, grad_qkv.mutable_data(), grad_sigma_parts.mutable_data());
   });
 }
@@ -436,14 +439,16 @@ PYBIND11_MODULE(_C, m) {
         "graph with squared distance <= radius_sq, ties by index; returns edge_index [2, E] int64 (row 0 the "
         "neighbour, row 1 the centre, by centre then neighbour index).");
   m.def("ball_attention_forward", &ball_attention_forward, py::arg("qkv").noconvert(), py::arg("sigma").noconvert(),
-        py::arg("distance").noconvert(), py::arg("hidden").noconvert().none(true), py::arg("out").noconvert(),
-        py::arg("lse").noconvert(), py::arg("threads"),
-        "Ball attention of float32 qkv [balls * m, (three heads E)] (csrc/ball_attention.h): writes out "
-        "[balls * m, (heads E)] and the rows' log-sum-exp lse [balls, heads, m].");
+        py::arg("rel_pos").noconvert(), py::arg("ball_size"), py::arg("hidden").noconvert().none(true),
+        py::arg("out").noconvert(), py::arg("lse").noconvert(), py::arg("threads"),
+        "Ball attention of float32 qkv [balls * m, (three heads E)] with the distances of the balls' positions "
+        "rel_pos [balls * m, dims] (csrc/ball_attention.h): writes out [balls * m, (heads E)] and the rows' "
+        "log-sum-exp lse [balls, heads, m].");
   m.def("ball_attention_backward", &ball_attention_backward, py::arg("qkv").noconvert(),
-        py::arg("sigma").noconvert(), py::arg("distance").noconvert(), py::arg("hidden").noconvert().none(true),
-        py::arg("out").noconvert(), py::arg("lse").noconvert(), py::arg("grad_out").noconvert(),
-        py::arg("grad_qkv").noconvert(), py::arg("grad_sigma_parts").noconvert(), py::arg("threads"),
+        py::arg("sigma").noconvert(), py::arg("rel_pos").noconvert(), py::arg("ball_size"),
+        py::arg("hidden").noconvert().none(true), py::arg("out").noconvert(), py::arg("lse").noconvert(),
+        py::arg("grad_out").noconvert(), py::arg("grad_qkv").noconvert(), py::arg("grad_sigma_parts").noconvert(),
+        py::arg("threads"),
         "Gradients of ball attention: writes grad_qkv and grad_sigma_parts [balls, heads].");
   m.def("edge_messages_forward", &edge_messages_forward, py::arg("per_source").noconvert(),
         py::arg("per_target").noconvert(), py::arg("offset_weight").noconvert(), py::arg("gamma").noconvert(),

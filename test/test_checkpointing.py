@@ -1,6 +1,7 @@
 """Activation checkpointing of Erwin and ErwinNSA: the same gradients as the plain models, less memory kept."""
 import copy
 import os
+import weakref
 
 import pytest
 import torch
@@ -188,18 +189,21 @@ def test_checkpointed_forward_keeps_a_fraction_of_the_memory(kind):
 def test_inference_keeps_one_level_of_geometry_at_a_time(monkeypatch):
     torch.manual_seed(0)
     model = Erwin(5, **ERWIN).eval()
-    distances, alive = [], []
+    distances, alive, geometries, formed = [], [], [], []
     from_pos = BallGeometry.from_pos.__func__
 
     def recording(cls, pos, ball_size):
         geometry = from_pos(cls, pos, ball_size)
-        distances.append(StorageWeakRef(geometry.distance.untyped_storage()))
+        geometries.append(weakref.ref(geometry))
+        distances.append(StorageWeakRef(geometry.rel_pos.untyped_storage()))
         return geometry
     forward = ErwinStage.forward
 
     def stage(self, x, orders):
         alive.append(sum(not ref.expired() for ref in distances))
-        return forward(self, x, orders)
+        out = forward(self, x, orders)
+        formed.extend(geometry()._distance is not None for geometry in geometries if geometry() is not None)
+        return out
     monkeypatch.setattr(BallGeometry, "from_pos", classmethod(recording))
     monkeypatch.setattr(ErwinStage, "forward", stage)
     with torch.no_grad():
@@ -207,6 +211,8 @@ def test_inference_keeps_one_level_of_geometry_at_a_time(monkeypatch):
     levels = len(ERWIN["ball_sizes"])
     assert len(alive) == 2 * levels - 1
     assert max(alive) == 2  # the level's balls and rotated balls
+    # the C++ kernel forms each ball's distances from the positions: no [balls, m, m] tensor
+    assert formed and (not any(formed)) == ops.available("ball_attention")
     # with autograd (plain training) the decoder takes the encoder's geometry
     distances.clear()
     model.train()

@@ -96,17 +96,26 @@ def test_ball_attention_training_path_matches_autograd_of_the_equations(monkeypa
 needs_kernels = pytest.mark.skipif(not ops.available("ball_attention"), reason="C++ extension not built")
 
 
-def random_attention_inputs(balls, heads, ball_size, head_width, dtype=torch.float32, seed=0):
-    """q, k, v, sigma, distance and hidden keys of random balls; one ball hides all of its keys (and
-    so attends to all of them), the others a random ~30 %."""
+def random_attention_inputs(balls, heads, ball_size, head_width, dtype=torch.float32, seed=0, on_a_line=False):
+    """q, k, v, sigma, positions (relative to the ball's centre) and hidden keys of random balls;
+    one ball hides all of its keys (and so attends to all of them), the others a random ~30 %.
+    ``on_a_line``: positions at multiples of 1/8 on the first axis, whose distances every dtype
+    represents exactly (so that a large ``sigma`` compares the kernels, not distance rounding)."""
     generator = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(balls, heads, ball_size, head_width, generator=generator, dtype=dtype) for _ in range(3))
     sigma = -torch.rand(heads, generator=generator, dtype=dtype) - 0.5
     pos = torch.randn(balls, ball_size, 3, generator=generator, dtype=dtype)
+    if on_a_line:
+        pos = torch.zeros_like(pos)
+        pos[..., 0] = torch.randint(-64, 64, (balls, ball_size), generator=generator).to(dtype) / 8
+        return q, k, v, sigma, pos, _hidden_keys(balls, ball_size, generator)
+    return q, k, v, sigma, pos - pos.mean(1, keepdim=True), _hidden_keys(balls, ball_size, generator)
+
+
+def _hidden_keys(balls, ball_size, generator):
     hidden = torch.rand(balls, 1, 1, ball_size, generator=generator) < 0.3
     hidden[0] = True
-    hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
-    return q, k, v, sigma, torch.cdist(pos, pos), hidden
+    return hidden & ~hidden.all(dim=-1, keepdim=True)
 
 
 class SlabKernels:
@@ -114,16 +123,25 @@ class SlabKernels:
     ``[(n m), (h e)]`` rows) on head-major ``q, k, v [n, h, m, e]``, like :class:`_BallAttentionFunction`."""
 
     @staticmethod
-    def apply(q, k, v, sigma, distance, hidden):
+    def apply(q, k, v, sigma, rel_pos, hidden):
         qkv = rearrange(torch.stack([q, k, v]), "three n h m e -> (n m) (three h e)")
-        out, _ = ops.ball_attention(qkv, sigma, distance, hidden)
+        out, _ = ops.ball_attention(qkv, sigma, rearrange(rel_pos, "n m d -> (n m) d"), q.shape[2], hidden)
         return rearrange(out, "(n m) (h e) -> n h m e", m=q.shape[2], h=q.shape[1])
 
 
+class WrittenOut:
+    """The written-out PyTorch path on the same inputs, the distances from the positions."""
+
+    @staticmethod
+    def apply(q, k, v, sigma, rel_pos, hidden):
+        distance = (rel_pos[:, :, None] - rel_pos[:, None]).norm(dim=-1)
+        return ball_attention._BallAttentionFunction.apply(q, k, v, sigma, distance, hidden)
+
+
 def attention_values_and_gradients(function, inputs, grad_out):
-    q, k, v, sigma, distance, hidden = inputs
+    q, k, v, sigma, rel_pos, hidden = inputs
     leaves = [t.clone().requires_grad_() for t in (q, k, v, sigma)]
-    out = function.apply(*leaves, distance, hidden)
+    out = function.apply(*leaves, rel_pos, hidden)
     out.backward(grad_out)
     return [out.detach()] + [t.grad for t in leaves]
 
@@ -138,7 +156,7 @@ def test_ball_attention_kernels_match_the_pytorch_path_in_float64(head_width, ba
     grad_out = torch.randn(inputs[0].shape)
     kernel = attention_values_and_gradients(SlabKernels, inputs, grad_out)
     inputs64 = [t.double() if t.is_floating_point() else t for t in inputs]
-    exact = attention_values_and_gradients(ball_attention._BallAttentionFunction, inputs64, grad_out.double())
+    exact = attention_values_and_gradients(WrittenOut, inputs64, grad_out.double())
     for ours, expected in zip(kernel, exact):
         torch.testing.assert_close(ours.double(), expected, atol=1e-5, rtol=1e-4)
 
@@ -147,7 +165,7 @@ def test_ball_attention_kernels_match_the_pytorch_path_in_float64(head_width, ba
 def test_ball_attention_kernels_do_not_depend_on_the_thread_count_and_keep_extremes():
     """Bit-identical results for 1 and 2 threads; a bias of -1e4 per unit distance (probabilities
     that underflow to 0 but for the nearest keys) stays exact; a NaN query spoils its own ball only."""
-    inputs = list(random_attention_inputs(4, 2, 16, 8, seed=1))
+    inputs = list(random_attention_inputs(4, 2, 16, 8, seed=1, on_a_line=True))
     inputs[3] = torch.tensor([-1e4, -0.5])
     grad_out = torch.randn(inputs[0].shape)
     threads = torch.get_num_threads()
@@ -161,7 +179,7 @@ def test_ball_attention_kernels_do_not_depend_on_the_thread_count_and_keep_extre
     for one, two in zip(*runs):
         assert torch.equal(one, two)
     inputs64 = [t.double() if t.is_floating_point() else t for t in inputs]
-    exact = attention_values_and_gradients(ball_attention._BallAttentionFunction, inputs64, grad_out.double())
+    exact = attention_values_and_gradients(WrittenOut, inputs64, grad_out.double())
     for ours, expected in zip(runs[0][:4], exact[:4]):
         torch.testing.assert_close(ours.double(), expected, atol=1e-5, rtol=1e-4)
     q = inputs[0].clone()
@@ -188,7 +206,8 @@ def test_ball_attention_takes_the_kernels_where_they_apply(monkeypatch):
     assert calls == ["kernel", "kernel", "blocked", "blocked"]
     with pytest.raises(ValueError, match="head width"):
         _extension.extension().ball_attention_forward(*_extension.arrays(
-            torch.empty(4, 18), torch.ones(1), torch.zeros(1, 4, 4), None, torch.empty(4, 6), torch.empty(1, 1, 4)), 1)
+            torch.empty(4, 18), torch.ones(1), torch.zeros(4, 3)), 4, *_extension.arrays(
+            None, torch.empty(4, 6), torch.empty(1, 1, 4)), 1)
 
 
 def test_attention_and_swiglu_training_paths_take_zero_rows():

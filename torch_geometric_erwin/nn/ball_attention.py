@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
@@ -32,7 +31,6 @@ _backend_override: Optional[str] = None
 _compiled_flex = None
 
 
-@dataclass
 class BallGeometry:
     r"""What ball attention needs of the positions of one tree order, computed once.
 
@@ -44,13 +42,27 @@ class BallGeometry:
         rel_pos: ``[S, D]`` position of every slot relative to its ball's centre
             (eq. 9): :math:`p_i - \frac{1}{m}\sum_{j \in B} p_j`, or the mean of the ball's
             real slots when a mask says which they are.
-        distance: ``[S / m, m, m]`` pairwise distances inside every ball (eq. 10).
+        distance: ``[S / m, m, m]`` pairwise distances inside every ball (eq. 10),
+            :math:`\lVert r_i - r_j \rVert` of ``rel_pos``, formed on first use and then kept. The
+            C++ kernel forms each ball's distances from ``rel_pos`` as it goes, so on its path
+            this tensor (``4 m`` bytes per slot: 512 at ball size 128) never exists.
         ball_size: :math:`m`.
     """
 
-    rel_pos: Tensor
-    distance: Tensor
-    ball_size: int
+    def __init__(self, rel_pos: Tensor, ball_size: int):
+        self.rel_pos, self.ball_size = rel_pos, ball_size
+        self._distance: Optional[Tensor] = None
+
+    @property
+    def distance(self) -> Tensor:
+        if self._distance is None:
+            offsets = rearrange(self.rel_pos.detach(), "(n m) d -> n m d", m=self.ball_size)
+            # from differences, not cdist's default matrix-product formula |a|² + |b|² - 2ab, which loses
+            # to cancellation about 1e-3 of the distances in a unit ball and more in balls far from the
+            # origin (and is slower at ball sizes like 128)
+            with torch.no_grad():
+                self._distance = torch.cdist(offsets, offsets, compute_mode="donot_use_mm_for_euclid_dist")
+        return self._distance
 
     @classmethod
     @torch.no_grad()
@@ -67,12 +79,11 @@ class BallGeometry:
             weight = rearrange(mask, "(n m) -> n m 1", m=ball_size).to(dtype)
             weight = torch.where(weight.sum(1, keepdim=True) > 0, weight, torch.ones_like(weight))
             centre = (balls * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True)
-        offsets = balls - centre
-        # from differences, not cdist's default matrix-product formula |a|² + |b|² - 2ab, which loses
-        # to cancellation about 1e-3 of the distances in a unit ball and more in balls far from the
-        # origin (and is slower at ball sizes like 128)
-        distance = torch.cdist(offsets, offsets, compute_mode="donot_use_mm_for_euclid_dist")
-        return cls(rearrange(offsets, "n m d -> (n m) d"), distance, ball_size)
+        return cls(rearrange(balls - centre, "n m d -> (n m) d"), ball_size)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(slots={self.rel_pos.shape[0]}, ball_size={self.ball_size}, "
+                f"distance={'formed' if self._distance is not None else 'not formed'})")
 
 
 def _check_backend(backend: str) -> str:
@@ -381,7 +392,7 @@ class BallAttention(nn.Module):
             hidden = hidden & ~hidden.all(dim=-1, keepdim=True)
         backend = self.backend_for(qkv)
         if backend == "kernel":
-            out, _ = ops.ball_attention(qkv, self.sigma, geometry.distance.to(qkv.dtype), hidden)
+            out, _ = ops.ball_attention(qkv, self.sigma, geometry.rel_pos.to(qkv.dtype), self.ball_size, hidden)
             return self.proj(out)
         q, k, v = rearrange(qkv, "(n m) (three h e) -> three n h m e",
                             m=self.ball_size, h=self.num_heads, three=3).contiguous().unbind(0)

@@ -123,7 +123,11 @@ class ErwinEmbedding(nn.Module):
                 module.reset_parameters()
 
     def forward(self, x: Tensor, pos: Tensor, edge_index: Optional[Tensor] = None,
-                check_edges: bool = True) -> Tensor:
+                check_edges: bool = True, checkpoint: bool = False) -> Tensor:
+        """With ``checkpoint`` (and autograd), every message-passing step runs under
+        :func:`torch.utils.checkpoint.checkpoint`: the backward pass keeps each step's input
+        ``[N, C]`` only (not its per-node terms, update input and norms, about seven ``[N, C]``
+        tensors per step) and runs the step again."""
         check_tensor("x", x, ("num_nodes", self.in_channels), floating=True)
         if self.mp_steps > 0:  # the projection alone reads neither the positions nor the graph
             check_tensor("pos", pos, (x.shape[0], self.dimensionality), floating=True)
@@ -142,24 +146,38 @@ class ErwinEmbedding(nn.Module):
             # a scatter into N rows rather than bincount, whose output size depends on the data
             in_degree = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device).index_add_(
                 0, target, torch.ones_like(target, dtype=h.dtype)).clamp_(min=1).unsqueeze(1)
-        c = self.channels
         if self._takes_kernel_path(h):
             by_target = _EdgeList.grouped(1, source, target, offset, h.shape[0])
             by_source = (_EdgeList.grouped(0, *by_target[:3], h.shape[0]) if torch.is_grad_enabled()
                          else _EdgeList(None, None, None, None))
+            edges = (*by_target, *by_source)
+        else:
+            edges = None
+        checkpoint = checkpoint and torch.is_grad_enabled()
         for messages, update in zip(self.messages, self.updates):
-            # W_m [h_j, h_i, p_j - p_i] = (W_s h)_j + (W_t h + b)_i + W_p (p_j - p_i): the two node
-            # terms are computed per node and gathered, not multiplied per edge
-            lin, _, norm = messages
-            per_source = h @ lin.weight[:, :c].t()
-            per_target = torch.addmm(lin.bias, h, lin.weight[:, c:2 * c].t())
-            if self._takes_kernel_path(h):
-                summed = ops.edge_messages(per_source, per_target, lin.weight[:, 2 * c:].t(), norm.weight,
-                                           norm.bias, norm.eps, *by_target, *by_source)
+            if checkpoint:
+                h = activation_checkpoint(self._step, messages, update, h, in_degree, edges, source, target, offset,
+                                          use_reentrant=False)
             else:
-                summed = _summed_messages(messages, per_source, per_target, source, target, offset)
-            h = h + update(torch.cat([h, summed / in_degree], dim=-1))
+                h = self._step(messages, update, h, in_degree, edges, source, target, offset)
         return h
+
+    def _step(self, messages: nn.Sequential, update: nn.Sequential, h: Tensor, in_degree: Tensor,
+              edges: Optional[tuple], source: Tensor, target: Tensor, offset: Tensor) -> Tensor:
+        """One residual message-passing step; ``edges``: the kernel's grouped edge lists, or None
+        off its path."""
+        # W_m [h_j, h_i, p_j - p_i] = (W_s h)_j + (W_t h + b)_i + W_p (p_j - p_i): the two node
+        # terms are computed per node and gathered, not multiplied per edge
+        c = self.channels
+        lin, _, norm = messages
+        per_source = h @ lin.weight[:, :c].t()
+        per_target = torch.addmm(lin.bias, h, lin.weight[:, c:2 * c].t())
+        if edges is not None:
+            summed = ops.edge_messages(per_source, per_target, lin.weight[:, 2 * c:].t(), norm.weight, norm.bias,
+                                       norm.eps, *edges)
+        else:
+            summed = _summed_messages(messages, per_source, per_target, source, target, offset)
+        return h + update(torch.cat([h, summed / in_degree], dim=-1))
 
     def _takes_kernel_path(self, h: Tensor) -> bool:
         table = capability_table("edge_messages")

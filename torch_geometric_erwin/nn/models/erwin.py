@@ -136,10 +136,11 @@ class Erwin(Configurable, BallTreeModel):
             checkpoint would keep fewer inputs (one ``[S_l, C_l]`` tensor each,
             a small part of the memory) but hold all of its blocks' activations
             at once while it runs again (six blocks at the bottleneck of the
-            deep presets), and both run every block forward twice. Pooling,
-            unpooling (whose BatchNorm would update its running statistics again
-            if run twice) and the embedding (whose messages keep no per-edge
-            tensor already) are not checkpointed. An attribute that may be
+            deep presets), and both run every block forward twice. The
+            embedding's message-passing steps are checkpointed one by one too
+            (each keeps about seven ``[N, C_0]`` tensors, more than a block at
+            the finest level); pooling and unpooling (whose BatchNorm would
+            update its running statistics again if run twice) are not. An attribute that may be
             switched at any time; eval mode and ``torch.no_grad`` are
             unaffected. (default: :obj:`False`)
 
@@ -330,9 +331,9 @@ class Erwin(Configurable, BallTreeModel):
         graph behind :meth:`forward`'s checks, which run eagerly. ``pos`` as :meth:`forward` passes
         it: float32 at least. Inputs it has not seen checked are the caller's responsibility."""
         node_slots = tree.node_slots(x.shape[0])
-        h = self.embedding(x, pos, edge_index, check_edges=False)[tree.index]
-        level_pos = [pos[tree.index].detach()]
         checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        h = self.embedding(x, pos, edge_index, check_edges=False, checkpoint=checkpointed)[tree.index]
+        level_pos = [pos[tree.index].detach()]
         # A level's geometry (the [S_l / m, m, m] distances of its balls and rotated balls) serves the
         # encoder's and the decoder's blocks. Autograd keeps it for the backward pass in plain
         # training, so there the decoder takes the encoder's; without autograd it is formed again

@@ -91,7 +91,7 @@ class ErwinNSA(Configurable, BallTreeModel):
             forward pass keeps each block's input only and the backward pass runs
             the block again (as :class:`~torch_geometric_erwin.nn.Erwin`'s; the
             ``checkpoint`` of the convolution, inside a block, recomputes its
-            query chunks on top). The embedding is not checkpointed. An attribute
+            query chunks on top), and every message-passing step of the embedding. An attribute
             that may be switched at any time; eval mode and ``torch.no_grad``
             are unaffected.
 
@@ -174,10 +174,10 @@ class ErwinNSA(Configurable, BallTreeModel):
     def network(self, x: Tensor, pos: Tensor, edge_index: Optional[Tensor], tree: BallTree) -> Tensor:
         """The network of :meth:`forward` on inputs it has checked and the tree it has built (or was
         given), ``pos`` in float32 at least (see :class:`BallTreeModel`)."""
-        h = self.embedding(x, pos, edge_index, check_edges=False)[tree.index]
+        checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        h = self.embedding(x, pos, edge_index, check_edges=False, checkpoint=checkpointed)[tree.index]
         slot_pos, mask = pos[tree.index], tree.mask
         rotated = tree.rotated[0] if self.tree_rotation is not None else None
-        checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             args = (block, h, slot_pos, tree.ptr, mask, rotated if i % 2 else None)
             h = (activation_checkpoint(self._block, *args, use_reentrant=False) if checkpointed
