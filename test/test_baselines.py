@@ -433,3 +433,25 @@ def test_parameter_table_matches_the_models():
     for model, name, overrides, in_channels, count in rows:
         built = getattr(tnn, model).from_preset(name, in_channels=in_channels, **overrides)
         assert sum(p.numel() for p in built.parameters()) == count, (model, name, overrides)
+
+
+@pytest.mark.parametrize("sizes", [[6], [5, 5, 5], [5, 3, 7], [4, 0, 4]])
+def test_slice_and_deslice_match_a_loop_over_graphs(sizes):
+    """Transolver's slice tokens and deslicing on the [B, N_max] grid (a view when every graph has N_max
+    nodes, a padded copy otherwise) against the sums over each graph's nodes, one graph at a time."""
+    from torch_geometric_erwin.nn.models.transolver import SLICE_EPS, SliceLayout, deslice_tokens, slice_tokens
+    g = torch.Generator().manual_seed(3)
+    batch = torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes))
+    n, h, m, d = batch.numel(), 2, 4, 3
+    weights = torch.rand(n, h, m, generator=g, dtype=torch.float64).softmax(-1)
+    features = torch.randn(n, h, d, generator=g, dtype=torch.float64)
+    tokens = torch.randn(len(sizes), h, m, d, generator=g, dtype=torch.float64)
+    layout = SliceLayout(batch, len(sizes))
+    assert layout.full == (len(set(sizes)) == 1)
+    sliced, back = slice_tokens(weights, features, layout), deslice_tokens(weights, tokens, layout)
+    for b in range(len(sizes)):
+        rows = batch == b
+        w, f = weights[rows], features[rows]
+        expected = torch.einsum("nhm,nhd->hmd", w, f) / (w.sum(0)[..., None] + SLICE_EPS)
+        torch.testing.assert_close(sliced[b], expected)
+        torch.testing.assert_close(back[rows], torch.einsum("nhm,hmd->nhd", w, tokens[b]))

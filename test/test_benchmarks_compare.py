@@ -36,6 +36,7 @@ def rows_of(table):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 22 fresh processes: minutes on a busy 2-core machine
 def test_tiny_budget_gives_a_sane_row_per_model(tmp_path):
     output = tmp_path / "table.md"
     result = subprocess.run(

@@ -36,7 +36,8 @@ SLICE_EPS = 1e-5
 
 class SliceLayout:
     """Where every node of a batch sits in a ``[B, N_max]`` grid of its graph's rows (built once per
-    forward pass and shared by the layers)."""
+    forward pass and shared by the layers). When every graph has ``N_max`` nodes (one graph, or
+    graphs of one size) the grid is a view of the sorted rows: no copy, no padding."""
 
     def __init__(self, batch: Tensor, num_graphs: int):
         counts = torch.bincount(batch, minlength=num_graphs)
@@ -44,14 +45,20 @@ class SliceLayout:
         self.batch, self.num_graphs = batch, num_graphs
         self.local = torch.arange(batch.numel(), device=batch.device) - ptr[batch]
         self.width = int(counts.max()) if counts.numel() else 0
+        # each graph has at most width nodes and they sum to N: all have width exactly when this holds
+        self.full = self.width * num_graphs == batch.numel()
 
     def dense(self, values: Tensor) -> Tensor:
         """``[N, ...]`` -> ``[B, N_max, ...]``, zero rows beyond each graph's nodes."""
+        if self.full:
+            return values.reshape(self.num_graphs, self.width, *values.shape[1:])
         out = values.new_zeros(self.num_graphs, self.width, *values.shape[1:])
         return out.index_put((self.batch, self.local), values)
 
     def nodes(self, values: Tensor) -> Tensor:
         """``[B, N_max, ...]`` -> ``[N, ...]``."""
+        if self.full:
+            return values.reshape(-1, *values.shape[2:])
         return values[self.batch, self.local]
 
 
