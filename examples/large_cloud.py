@@ -94,6 +94,8 @@ def check_memory(args):
 def load(args):
     if args.num_points < 512:
         raise ValueError(f"--num-points must be at least 512 (the md presets' smallest tree), got {args.num_points}")
+    if args.num_train < 1:
+        raise ValueError(f"--num-train must be at least 1, got {args.num_train}")
     if args.infer_points is None:
         args.infer_points = args.num_points
     check_memory(args)

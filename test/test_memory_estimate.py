@@ -94,3 +94,5 @@ def test_large_cloud_refuses_a_run_that_will_not_fit(tmp_path, capsys):
 def test_large_cloud_rejects_too_few_points(tmp_path, capsys):
     status, err = _large_cloud(["--num-points", "100"], tmp_path, capsys)
     assert status == 2 and "--num-points" in err and "512" in err
+    status, err = _large_cloud(["--num-points", "1024", "--num-train", "0"], tmp_path, capsys)
+    assert status == 2 and "--num-train" in err

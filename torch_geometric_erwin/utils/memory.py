@@ -120,18 +120,18 @@ def estimate_erwin_memory(model, num_nodes: Union[int, Sequence[int]], training:
 
     skips = [activations(level, 1) for level in range(levels - 1)]
     if not training:
-        # the decoder at level l holds the skips of the levels below it and its own working set
+        # the decoder at level l holds the skips of the finer levels and its own working set
         transformer = max(sum(skips[:level]) + activations(level, INFERENCE_FLOATS) + geometry(level, 1)
                           for level in range(levels))
     else:
-        blocks = [model.enc_depths[level] + (model.dec_depths[level] if level < levels - 1 else 0)
+        blocks = [model.enc_depths[level] + (model.dec_depths[level] if model.decode and level < levels - 1 else 0)
                   for level in range(levels)]
         pooling = sum(POOLING_FLOATS * element * (slots[level + 1] * widths[level + 1] + slots[level] * widths[level])
                       for level in range(levels - 1))
         if checkpointed:
             kept = sum(blocks[level] * activations(level, 1) for level in range(levels))
-            rerun = max(activations(level, TRAINING_FLOATS + GRADIENT_FLOATS) + geometry(level, 1)
-                        for level in range(levels) if blocks[level])
+            rerun = max((activations(level, TRAINING_FLOATS + GRADIENT_FLOATS) + geometry(level, 1)
+                        for level in range(levels) if blocks[level]), default=0)
         else:
             kept = sum(blocks[level] * activations(level, TRAINING_FLOATS) + geometry(level, orders)
                        for level in range(levels))
