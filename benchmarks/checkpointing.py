@@ -34,6 +34,7 @@ from typing import Optional
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _table import print_table  # noqa: E402
 from nsa import run_fresh, status_mb  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin, knn_graph  # noqa: E402
@@ -126,20 +127,12 @@ def measure(n: int, preset: str, checkpoint: bool, model: str = "erwin", device:
     return result
 
 
-def print_table(rows: list, markdown: bool) -> None:
+def print_results(rows: list, markdown: bool) -> None:
     plain = next(row for row in rows if not row["checkpoint"])
     header = ["activation checkpointing", "peak MiB", "step s", "memory vs none", "time vs none"]
     lines = [[("block" if row["checkpoint"] else "none"), f"{row['peak_mb']:.0f}", f"{row['step_s']:.2f}",
               f"{row['peak_mb'] / plain['peak_mb']:.2f}", f"{row['step_s'] / plain['step_s']:.2f}"] for row in rows]
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for line in lines:
-            print("| " + " | ".join(line) + " |")
-        return
-    widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
-    for line in [header, *lines]:
-        print("  ".join(cell.rjust(width) for cell, width in zip(line, widths)))
+    print_table(header, lines, markdown)
 
 
 def main() -> None:
@@ -164,7 +157,7 @@ def main() -> None:
             for checkpoint in (False, True)]
     print(f"{args.model} {preset}, one training step on {args.points} points, {args.device}, "
           f"{torch.get_num_threads()} threads")
-    print_table(rows, args.markdown)
+    print_results(rows, args.markdown)
 
 
 if __name__ == "__main__":

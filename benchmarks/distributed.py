@@ -42,6 +42,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _table import print_table  # noqa: E402
 from nsa import run_fresh, status_mb  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin  # noqa: E402
@@ -179,22 +180,14 @@ def measure(points: int, preset: str, ranks: int, repeats: int = 2, threads: int
     return result
 
 
-def print_table(rows: list, markdown: bool) -> None:
+def print_results(rows: list, markdown: bool) -> None:
     header = ["ranks", "points per rank (halo)", "peak MiB per rank", "activations MiB per rank", "step s",
               "exchanged MiB per rank", "BatchNorm KiB", "gradients MiB", "exchanged / activations"]
     lines = [[str(row["ranks"]), f"{row['nodes']} ({row['halo']})", f"{row['peak_mb']:.0f}",
               f"{row['activations_mb']:.0f}", f"{row['step_s']:.2f}", f"{row['exchange_mb']:.1f}",
               f"{row['batch_norm_mb'] * 1024:.1f}", f"{row['gradients_mb']:.1f}",
               f"{row['exchange_mb'] / row['activations_mb']:.3f}"] for row in rows]
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for line in lines:
-            print("| " + " | ".join(line) + " |")
-        return
-    widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
-    for line in [header, *lines]:
-        print("  ".join(cell.rjust(width) for cell, width in zip(line, widths)))
+    print_table(header, lines, markdown)
 
 
 def main() -> None:
@@ -220,7 +213,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows))
     else:
-        print_table(rows, args.markdown)
+        print_results(rows, args.markdown)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _reference import load_reference_erwin  # noqa: E402
+from _table import print_table  # noqa: E402
 from nsa import measure_peak_mb, run_fresh  # noqa: E402
 from tree_build import median_ms, round_times  # noqa: E402
 
@@ -247,21 +248,6 @@ def peak_memory(model: str, mode: str, num_graphs: int, num_points: int, args, c
                            memory=True, what=f"memory case {spec}"))
 
 
-# ---------------------------------------------------------------------------------------------- output
-def print_table(title: str, header: List[str], rows: List[List[str]], markdown: bool) -> None:
-    print()
-    if markdown:
-        print(f"**{title}**\n")
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-        return
-    print(title)
-    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
-    for row in [header] + rows:
-        print("  ".join(str(cell).rjust(width) for cell, width in zip(row, widths)))
-
 
 def fmt_ms(ms: float) -> str:
     return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}"
@@ -326,12 +312,12 @@ def readme_section(args, reference) -> None:
         if reference:
             header_time.append(f"{mode} speed-up (ref / ours)")
             header_memory.append(f"{mode} memory ours / ref")
-    print_table("Time, reference README configuration", header_time, time_rows, args.markdown)
-    print_table("Peak memory, reference README configuration", header_memory, memory_rows, args.markdown)
+    print_table(header_time, time_rows, args.markdown, "Time, reference README configuration")
+    print_table(header_memory, memory_rows, args.markdown, "Peak memory, reference README configuration")
     if args.device == "cpu":
         header_faults = ["batch x points"] + [f"{mode} {name}" for mode in ("fwd", "fwd+bwd") for name in names]
-        print_table("Minor page faults per call (thousands, median over rounds), reference README configuration",
-                    header_faults, fault_rows, args.markdown)
+        print_table(header_faults, fault_rows, args.markdown,
+                    "Minor page faults per call (thousands, median over rounds), reference README configuration")
 
 
 def scaling_section(args, reference) -> None:
@@ -359,7 +345,7 @@ def scaling_section(args, reference) -> None:
     header = ["points", "slots", "ours fwd ms", "ours fwd+bwd ms"]
     if reference:
         header += ["reference fwd+bwd ms", "fwd+bwd speed-up (ref / ours)"]
-    print_table("Runtime exponent, batch 1, reference README configuration", header, rows, args.markdown)
+    print_table(header, rows, args.markdown, "Runtime exponent, batch 1, reference README configuration")
 
 
 def padding_section(args, reference=None) -> None:
@@ -388,7 +374,7 @@ def padding_section(args, reference=None) -> None:
                          f"{times[('pow2', 'train')] / times[('compact', 'train')]:.2f}x"])
     header = ["configuration", "padding", "slots per cloud", "fwd ms", "fwd+bwd ms",
               "speed-up of compact (fwd / fwd+bwd)"]
-    print_table(f"Padding, batch {num_graphs} x {num_points} points", header, rows, args.markdown)
+    print_table(header, rows, args.markdown, f"Padding, batch {num_graphs} x {num_points} points")
 
 
 SECTIONS = {"readme": readme_section, "scaling": scaling_section, "padding": padding_section}

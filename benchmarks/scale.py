@@ -54,7 +54,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _reference import load_reference_erwin  # noqa: E402
-from model import exponent, log, print_table  # noqa: E402
+from _table import print_table  # noqa: E402
+from model import exponent, log  # noqa: E402
 from nsa import run_fresh, status_mb  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin, knn_graph  # noqa: E402
@@ -211,7 +212,7 @@ def tables(results: dict, stages: List[str], sizes: List[int], fit_from: int, ma
             row.append(f"{theirs / ours:.2f}x" if ours and theirs else "-")
     rows.append([f"exponent (2^{int(math.log2(fit_from))}+)"] + slopes("ms") + [""] * (len(header) - len(stages) - 1))
     what = f"{PRESET}" + (" (baselines: their MD size)" if any(s.split("-")[0] in BASELINES for s in stages) else "")
-    print_table(f"Time (ms), one cloud, {what}", header, rows, markdown)
+    print_table(header, rows, markdown, f"Time (ms), one cloud, {what}")
 
     header = ["n"] + [f"{stage} MB (B/point)" for stage in stages]
     rows = [[f"2^{int(math.log2(n))}"] + [
@@ -219,7 +220,7 @@ def tables(results: dict, stages: List[str], sizes: List[int], fit_from: int, ma
         if "peak_mb" in results.get(stage, {}).get(str(n), {}) else cell(stage, n, "peak_mb") for stage in stages]
         for n in sizes]
     rows.append([f"exponent (2^{int(math.log2(fit_from))}+)"] + slopes("peak_mb"))
-    print_table(f"Peak memory (MB, bytes per point), one cloud, {what}", header, rows, markdown)
+    print_table(header, rows, markdown, f"Peak memory (MB, bytes per point), one cloud, {what}")
 
 
 def main():

@@ -13,14 +13,18 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 from contextlib import ExitStack
 
 import numpy as np
 import torch
 
-from torch_geometric_erwin.tree import build_ball_tree
-from torch_geometric_erwin.tree.engine import cpp_available
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _table import print_table  # noqa: E402
+
+from torch_geometric_erwin.tree import build_ball_tree  # noqa: E402
+from torch_geometric_erwin.tree.engine import cpp_available  # noqa: E402
 
 MD_BALLS, MD_STRIDES = [128, 128, 128, 64, 32], [2, 2, 2, 2]
 
@@ -116,20 +120,12 @@ def main():
     ours = "ours (C++)" if cpp_available() else "ours (PyTorch)"
     others = [name for name in names if name != ours]
     header = ["case"] + [f"{name} ms" for name in names] + [f"{name} / {ours}" for name in others]
-    table = [header]
+    table = []
     for label, timings in rows:
         cells = [label] + [f"{timings[name]:.2f}" if name in timings else "-" for name in names]
         cells += [f"{timings[name] / timings[ours]:.2f}x" if name in timings else "-" for name in others]
         table.append(cells)
-    if args.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for cells in table[1:]:
-            print("| " + " | ".join(cells) + " |")
-    else:
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        for cells in table:
-            print("  ".join(cell.rjust(width) for cell, width in zip(cells, widths)))
+    print_table(header, table, args.markdown)
 
 
 if __name__ == "__main__":
