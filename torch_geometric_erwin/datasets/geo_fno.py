@@ -31,7 +31,6 @@ from torch_geometric_erwin.datasets._window_store import (
     dataset_root,
     missing_raw_error,
     raw_file_error,
-    require_module,
 )
 from torch_geometric_erwin.datasets.base import ProcessedCache
 from torch_geometric_erwin.datasets.io.atomic import atomic_torch_save
