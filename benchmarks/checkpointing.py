@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _table import print_table  # noqa: E402
-from nsa import run_fresh, status_mb  # noqa: E402
+from nsa import run_memory_and_time, status_mb  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin, knn_graph  # noqa: E402
 from torch_geometric_erwin.nn.models.erwin_nsa import ErwinNSA  # noqa: E402
@@ -119,12 +119,7 @@ def measure(n: int, preset: str, checkpoint: bool, model: str = "erwin", device:
     if model == "erwin" and preset not in PRESETS:
         raise ValueError(f"unknown Erwin preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
     spec = dict(n=n, preset=preset, checkpoint=bool(checkpoint), model=model, device=device, repeats=repeats)
-    result = dict(spec)
-    for what in ("memory", "time"):
-        line = run_fresh([os.path.abspath(__file__), "--case", json.dumps({**spec, "what": what})], threads,
-                         memory=what == "memory", what=f"{what} case {spec}")
-        result.update(json.loads(line))
-    return result
+    return run_memory_and_time(__file__, spec, threads)
 
 
 def print_results(rows: list, markdown: bool) -> None:

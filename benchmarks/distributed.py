@@ -43,7 +43,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _table import print_table  # noqa: E402
-from nsa import run_fresh, status_mb  # noqa: E402
+from nsa import run_memory_and_time, status_mb  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin  # noqa: E402
 from torch_geometric_erwin.nn.models.presets import PRESETS  # noqa: E402
@@ -172,12 +172,7 @@ def measure(points: int, preset: str, ranks: int, repeats: int = 2, threads: int
                          f"{points} points fill {slots}: use more points or fewer ranks")
     threads = threads or max(1, (os.cpu_count() or 1) // ranks)
     spec = dict(points=points, preset=preset, ranks=ranks, repeats=repeats, threads=threads)
-    result = dict(spec)
-    for what in ("memory", "time"):
-        line = run_fresh([os.path.abspath(__file__), "--case", json.dumps({**spec, "what": what})], None,
-                         memory=what == "memory", what=f"{what} case {spec}")
-        result.update(json.loads(line))
-    return result
+    return run_memory_and_time(__file__, spec, None)
 
 
 def print_results(rows: list, markdown: bool) -> None:

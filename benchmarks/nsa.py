@@ -164,6 +164,17 @@ def run_fresh(command: list, threads, memory: bool, what: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def run_memory_and_time(script: str, spec: dict, threads) -> dict:
+    """``spec`` with what ``script --case`` measures of it: memory in one fresh process (freed blocks
+    returned at once), time in another (see :func:`run_fresh`)."""
+    result = dict(spec)
+    for what in ("memory", "time"):
+        line = run_fresh([os.path.abspath(script), "--case", json.dumps({**spec, "what": what})], threads,
+                         memory=what == "memory", what=f"{what} case {spec}")
+        result.update(json.loads(line))
+    return result
+
+
 def run_case_fresh(args, task: str, name: str, batch_size: int, steps: int, memory: bool) -> dict:
     """:func:`run_case` in a fresh process; on CPU, speed and memory come from separate ones."""
     command = [os.path.abspath(__file__), "--case", task, name, str(batch_size), "--steps", str(steps),

@@ -143,13 +143,9 @@ def estimate_erwin_memory(model, num_nodes: Union[int, Sequence[int]], training:
 def available_memory() -> int:
     """Bytes of memory this process can still take: ``MemAvailable`` of ``/proc/meminfo`` (Linux),
     else ``psutil.virtual_memory().available``; raises :class:`RuntimeError` where neither exists."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    available = _proc_bytes("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return available
     try:
         import psutil
     except ImportError:
@@ -171,13 +167,18 @@ def format_bytes(num_bytes: float) -> str:
 def peak_rss() -> Optional[int]:
     """Peak resident set of this process in bytes (``VmHWM`` of ``/proc/self/status``), or
     ``None`` where there is no ``/proc``."""
+    return _proc_bytes("/proc/self/status", "VmHWM")
+
+
+def _proc_bytes(path: str, key: str) -> Optional[int]:
+    """The ``key: <n> kB`` field of a ``/proc`` file in bytes, or ``None`` where it is missing."""
     try:
-        with open("/proc/self/status") as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
-        return None
+        pass
     return None
 
 
