@@ -11,7 +11,7 @@ from torch import Tensor
 from torch_geometric_erwin.distributed.comm import agree, world
 from torch_geometric_erwin.distributed.exchange import RotatedExchange
 from torch_geometric_erwin.tree import BallTree, granularity
-from torch_geometric_erwin.tree.validation import is_power_of_two
+from torch_geometric_erwin.checks import is_power_of_two
 
 
 @dataclass

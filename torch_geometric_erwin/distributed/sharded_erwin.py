@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from torch_geometric_erwin.distributed.comm import _RECENT_COLLECTIVES, agree, world
-from torch_geometric_erwin.distributed.exchange import RotatedExchange
 from torch_geometric_erwin.distributed.shard import CloudShard, shard_cloud
 from torch_geometric_erwin.distributed.sync_batch_norm import ShardedBatchNorm
 from torch_geometric_erwin.nn.ball_attention import BallGeometry

@@ -14,7 +14,7 @@ from torch_geometric_erwin import ops
 from torch_geometric_erwin.ops._extension import table as capability_table
 from torch_geometric_erwin.nn.cpu_path import blocks, takes_cpu_path, takes_kernel_path
 from torch_geometric_erwin.nn.init import reset_linear
-from torch_geometric_erwin.tree.validation import check_tensor, is_power_of_two
+from torch_geometric_erwin.checks import check_int, check_tensor, is_power_of_two
 
 try:
     from torch.nn.attention.flex_attention import flex_attention
@@ -337,8 +337,7 @@ class BallAttention(nn.Module):
         super().__init__()
         for name, value in (("channels", channels), ("num_heads", num_heads), ("ball_size", ball_size),
                             ("dimensionality", dimensionality)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value)
         if channels % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide channels ({channels})")
         if not is_power_of_two(ball_size):

@@ -11,7 +11,7 @@ from torch_geometric_erwin import ops
 from torch_geometric_erwin.ops._extension import table as capability_table
 from torch_geometric_erwin.nn.cpu_path import blocks, takes_kernel_path
 from torch_geometric_erwin.nn.init import reset_linear
-from torch_geometric_erwin.tree.validation import check_edge_index, check_tensor
+from torch_geometric_erwin.checks import check_edge_index, check_int, check_tensor
 
 
 #: Edges per block of the embedding's message computation in PyTorch.
@@ -103,8 +103,7 @@ class ErwinEmbedding(nn.Module):
         super().__init__()
         for name, value, low in (("in_channels", in_channels, 1), ("channels", channels, 1),
                                  ("mp_steps", mp_steps, 0), ("dimensionality", dimensionality, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+            check_int(name, value, low)
         self.in_channels, self.channels = in_channels, channels
         self.mp_steps, self.dimensionality = mp_steps, dimensionality
         self.lin = nn.Linear(in_channels, channels)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch_geometric_erwin.nn.ball_attention import BallAttention, BallGeometry
 from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
-from torch_geometric_erwin.tree.validation import check_permutation, check_tensor
+from torch_geometric_erwin.checks import check_int, check_permutation, check_tensor
 
 
 class ErwinBlock(nn.Module):
@@ -41,8 +41,7 @@ class ErwinBlock(nn.Module):
     def __init__(self, channels: int, num_heads: int, ball_size: int, mlp_ratio: int = 4,
                  dimensionality: int = 3, backend: str = "auto"):
         super().__init__()
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, int) or mlp_ratio < 1:
-            raise ValueError(f"mlp_ratio must be a positive int, got {mlp_ratio!r}")
+        check_int("mlp_ratio", mlp_ratio)
         self.norm1 = RMSNorm(channels)
         self.attention = BallAttention(channels, num_heads, ball_size, dimensionality, backend)
         self.norm2 = RMSNorm(channels)

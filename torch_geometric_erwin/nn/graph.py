@@ -24,7 +24,7 @@ from typing import Optional
 from torch import Tensor
 
 from torch_geometric_erwin.tree.neighbour_search import neighbour_search, radius_sq_bound
-from torch_geometric_erwin.tree.validation import check_pos, node_ptr_from
+from torch_geometric_erwin.checks import check_int, check_pos, check_real, node_ptr_from
 
 
 def _torch_cluster(pos: Tensor):
@@ -52,8 +52,7 @@ def knn_graph(pos: Tensor, k: int, batch: Optional[Tensor] = None, loop: bool = 
 
     Returns: ``edge_index`` ``[2, E]``, row 0 the neighbour, row 1 the centre.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_int("k", k)
     ptr = _check(pos, batch)
     cluster = _torch_cluster(pos)
     if cluster is not None:
@@ -76,10 +75,8 @@ def radius_graph(pos: Tensor, r: float, batch: Optional[Tensor] = None, loop: bo
 
     Returns: ``edge_index`` ``[2, E]``, row 0 the neighbour, row 1 the centre.
     """
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 or not math.isfinite(r):
-        raise ValueError(f"r must be a positive finite radius, got {r!r}")
-    if isinstance(max_num_neighbors, bool) or not isinstance(max_num_neighbors, int) or max_num_neighbors < 1:
-        raise ValueError(f"max_num_neighbors must be a positive int, got {max_num_neighbors!r}")
+    check_real("r", r, positive=True)
+    check_int("max_num_neighbors", max_num_neighbors)
     ptr = _check(pos, batch)
     cluster = _torch_cluster(pos)
     if cluster is not None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from torch_geometric_erwin.nn.init import reset_linear
-from torch_geometric_erwin.tree.validation import MAX_GRANULARITY, is_power_of_two
+from torch_geometric_erwin.checks import MAX_GRANULARITY, is_power_of_two
 
 BRANCHES = ("compressed", "selected", "local")
 

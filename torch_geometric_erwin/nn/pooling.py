@@ -8,14 +8,13 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 
 from torch_geometric_erwin.nn.init import reset_linear
-from torch_geometric_erwin.tree.validation import check_tensor, is_power_of_two
+from torch_geometric_erwin.checks import check_int, check_tensor, is_power_of_two
 
 
 def _check(stride: int, dimensionality: int) -> None:
     if isinstance(stride, bool) or not isinstance(stride, int) or not is_power_of_two(stride):
         raise ValueError(f"stride must be a power of two, got {stride!r}")
-    if isinstance(dimensionality, bool) or not isinstance(dimensionality, int) or dimensionality < 1:
-        raise ValueError(f"dimensionality must be a positive int, got {dimensionality!r}")
+    check_int("dimensionality", dimensionality)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from torch_geometric_erwin.checks import check_int
 from torch_geometric_erwin.datasets.io.atomic import atomic_torch_save
 
 
@@ -35,8 +36,7 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) with ``seed``."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int("seed", seed, 0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

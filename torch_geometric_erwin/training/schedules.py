@@ -6,6 +6,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from torch_geometric_erwin.checks import check_int
+
 
 class _WarmupCosine:
     r"""Multiplier of the base rate at step :math:`s` (picklable, so the scheduler state is plain data).
@@ -36,8 +38,7 @@ class _WarmupCosine:
 def _check(optimizer: Optimizer, total_steps: int, warmup_steps: int, eta_min: float) -> float:
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+    check_int("total_steps", total_steps)
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or \
             not 0 <= warmup_steps < total_steps:
         raise ValueError(f"warmup_steps must be an int in [0, total_steps), got {warmup_steps!r}")

@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, Subset
 from torch_geometric.loader import DataLoader
 
+from torch_geometric_erwin.checks import check_int
 from torch_geometric_erwin.nn.models.serialization import file_header, model_record
 from torch_geometric_erwin.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint,
                                                        set_rng_state)
@@ -65,8 +66,7 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "val_every", "log_every"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value)
         if self.checkpoint_every is None:
             self.checkpoint_every = self.val_every
         if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \

@@ -8,7 +8,7 @@ from torch_geometric.transforms import BaseTransform
 
 from torch_geometric_erwin.tree import build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
-from torch_geometric_erwin.tree.validation import check_ball_config
+from torch_geometric_erwin.checks import check_ball_config
 
 
 def _describe(ball_sizes, strides, padding) -> str:

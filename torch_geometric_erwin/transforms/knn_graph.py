@@ -4,6 +4,7 @@ from torch_geometric.data import Data
 from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
+from torch_geometric_erwin.checks import check_int
 from torch_geometric_erwin.nn.graph import knn_graph
 
 
@@ -24,9 +25,7 @@ class KNNGraphTransform(BaseTransform):
     """
 
     def __init__(self, k: int, loop: bool = False) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        self.k, self.loop = k, bool(loop)
+        self.k, self.loop = check_int("k", k), bool(loop)
 
     def forward(self, data: Data) -> Data:
         if getattr(data, "pos", None) is None:

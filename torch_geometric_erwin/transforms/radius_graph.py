@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import math
-
 from torch_geometric.data import Data
 from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
+from torch_geometric_erwin.checks import check_int, check_real
 from torch_geometric_erwin.nn.graph import radius_graph
 
 
@@ -27,11 +26,8 @@ class RadiusGraphTransform(BaseTransform):
     """
 
     def __init__(self, r: float, loop: bool = False, max_num_neighbors: int = 32) -> None:
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 or not math.isfinite(r):
-            raise ValueError(f"r must be a positive finite radius, got {r!r}")
-        if isinstance(max_num_neighbors, bool) or not isinstance(max_num_neighbors, int) or max_num_neighbors < 1:
-            raise ValueError(f"max_num_neighbors must be a positive int, got {max_num_neighbors!r}")
-        self.r, self.loop, self.max_num_neighbors = float(r), bool(loop), max_num_neighbors
+        self.r, self.loop = check_real("r", r, positive=True), bool(loop)
+        self.max_num_neighbors = check_int("max_num_neighbors", max_num_neighbors)
 
     def forward(self, data: Data) -> Data:
         if getattr(data, "pos", None) is None:

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch_geometric_erwin.tree import engine
 from torch_geometric_erwin.tree.rotation import rotate as rotate_points
 from torch_geometric_erwin.tree.rotation import rotation_matrix
-from torch_geometric_erwin.tree.validation import (check_ball_config, check_permutation, check_pos, granularity,
+from torch_geometric_erwin.checks import (check_angle, check_ball_config, check_permutation, check_pos, granularity,
                                                    node_ptr_from)
 
 PADDINGS = ("pow2", "compact")
@@ -499,8 +499,7 @@ def build_ball_tree(pos: Tensor, batch: Optional[Tensor] = None, *, ptr: Optiona
     ball_sizes, strides = check_ball_config(ball_sizes, strides)
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    if isinstance(rotate, bool) or not isinstance(rotate, (int, float)) or not math.isfinite(rotate):
-        raise TypeError(f"rotate must be a finite angle in degrees, got {rotate!r}")
+    check_angle("rotate", rotate)
     if rotate != 0 and ball_sizes is None:
         raise ValueError("rotate != 0 needs ball_sizes: rotated trees are built per level")
     node_ptr = node_ptr_from(pos.shape[0], batch, ptr)

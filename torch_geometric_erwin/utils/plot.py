@@ -10,7 +10,7 @@ from torch import Tensor
 from torch_geometric_erwin.datasets.io.atomic import atomic_write
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import INDEX_KEY
-from torch_geometric_erwin.tree.validation import check_ball_config, check_pos
+from torch_geometric_erwin.checks import check_ball_config, check_pos
 
 #: Qualitative colours, cycled over balls; neighbouring balls get distant entries.
 _CMAP, _NUM_COLOURS, _COLOUR_STEP = "tab20", 20, 7

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch_geometric.data.data import BaseData
 
 from torch_geometric_erwin.nn.init import reset_linear
-from torch_geometric_erwin.tree.validation import as_int, check_model_inputs
+from torch_geometric_erwin.checks import as_int, check_model_inputs
 
 
 def positive_int(name: str, value) -> int:
@@ -42,7 +42,7 @@ def unpack(x, pos, batch, edge_index) -> Tuple[Tensor, Optional[Tensor], Optiona
 @torch.compiler.disable
 def check_inputs(x, pos, batch: Optional[Tensor], edge_index: Optional[Tensor], in_channels: int,
                  dimensionality: int, dtype: torch.dtype) -> Tuple[Tensor, int]:
-    """:func:`~torch_geometric_erwin.tree.validation.check_model_inputs` (the checks of Erwin's
+    """:func:`~torch_geometric_erwin.checks.check_model_inputs` (the checks of Erwin's
     forward); returns the ``[N]`` graph id of every node on ``x``'s device and the number of graphs.
     The baselines build their own neighbourhoods: an ``edge_index`` is accepted (so that they run
     wherever Erwin and the MPNN are given a graph) and checked, but not used."""

@@ -11,7 +11,7 @@ from torch_geometric.data.data import BaseData
 from torch_geometric_erwin.nn.graph import knn_graph
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import has_tree_attributes, tree_fix
-from torch_geometric_erwin.tree.validation import check_model_inputs, checked_positions
+from torch_geometric_erwin.checks import check_model_inputs, checked_positions
 
 
 class BallTreeModel(nn.Module):

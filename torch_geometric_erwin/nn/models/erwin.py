@@ -2,7 +2,7 @@ r"""Erwin: the hierarchical ball-tree transformer (Zhdanov, Welling, van de Meen
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +20,7 @@ from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
 from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree, engine, granularity
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
-from torch_geometric_erwin.tree.validation import as_int, check_ball_config
+from torch_geometric_erwin.checks import as_int, check_angle, check_ball_config, check_int, check_real
 
 #: A level's tree orders: the geometry of its balls, and (permutation, geometry) of the rotated balls.
 LevelOrders = Tuple[BallGeometry, Optional[Tuple[Tensor, BallGeometry]]]
@@ -180,8 +180,7 @@ class Erwin(Configurable, BallTreeModel):
             for level, (h, c) in enumerate(zip(heads, widths)):
                 if c % h:
                     raise ValueError(f"{name}[{level}] = {h} does not divide hidden_channels[{level}] = {c}")
-        if isinstance(rotate, bool) or not isinstance(rotate, (int, float)) or not math.isfinite(rotate):
-            raise TypeError(f"rotate must be a finite angle in degrees, got {rotate!r}")
+        check_angle("rotate", rotate)
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         if not isinstance(decode, bool):
@@ -191,10 +190,9 @@ class Erwin(Configurable, BallTreeModel):
         if out_channels is not None and not decode:
             raise ValueError("out_channels needs decode=True: the output head maps the decoder's finest level, "
                              "and decode=False returns the coarsest level")
-        if isinstance(knn, bool) or not isinstance(knn, int) or knn < 1:
-            raise ValueError(f"knn must be a positive int, got {knn!r}")
-        if radius is not None and not (isinstance(radius, (int, float)) and 0 < radius < math.inf):
-            raise ValueError(f"radius must be a positive finite number, got {radius!r}")
+        check_int("knn", knn)
+        if radius is not None:
+            check_real("radius", radius, positive=True)
         if not isinstance(activation_checkpointing, bool):
             raise TypeError(f"activation_checkpointing must be a bool, got {activation_checkpointing!r}")
 

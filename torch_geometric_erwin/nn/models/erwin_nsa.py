@@ -1,7 +1,6 @@
 r"""Erwin NSA: Erwin's ball tree with native sparse attention instead of the U-Net (Lapautre et al. 2025)."""
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Optional
 
@@ -9,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from torch_geometric_erwin.checks import check_angle, check_int
 from torch_geometric_erwin.nn.ball_attention import BallAttention
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding
 from torch_geometric_erwin.nn.init import reset_linear
@@ -107,10 +107,8 @@ class ErwinNSA(Configurable, BallTreeModel):
                  mask_padding: bool = True, knn: int = 16, activation_checkpointing: bool = False):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("depth", depth), ("mlp_ratio", mlp_ratio)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(rotate, bool) or not isinstance(rotate, (int, float)) or not math.isfinite(rotate):
-            raise TypeError(f"rotate must be a finite angle in degrees, got {rotate!r}")
+            check_int(name, value)
+        check_angle("rotate", rotate)
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         if not isinstance(activation_checkpointing, bool):

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
+from torch_geometric_erwin.checks import check_int
 from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.nn.models._baseline import check_inputs
 
@@ -121,8 +122,7 @@ class MPNN(Configurable, nn.Module):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
                             ("num_layers", num_layers), ("dim", dim), ("mlp_layers", mlp_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value)
         if out_channels is not None and (not isinstance(out_channels, int) or out_channels < 1):
             raise ValueError(f"out_channels must be a positive int or None, got {out_channels!r}")
         self.in_channels, self.hidden_channels = in_channels, hidden_channels

@@ -1,6 +1,9 @@
-"""Input checks shared by the tree builder, the transforms and the models.
+"""Every argument and tensor check of the package, in one vocabulary.
 
-Every check raises before any work is done and names the offending argument.
+Each check raises before any work is done, names the offending argument and says what it must
+be: ``ValueError`` for a value out of range, ``TypeError`` for a value of the wrong kind, in the
+form ``"<name> must be <what>, got <value>"``. The checks of a model's inputs run once per
+forward (:func:`check_model_inputs`); the layers' own checks read shapes and dtypes only.
 """
 from __future__ import annotations
 
@@ -23,6 +26,30 @@ def as_int(value) -> Optional[int]:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         return None
     return int(value)
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` must be an int (NumPy's included, a bool not) of at least ``minimum``; returns it as an int."""
+    number = as_int(value)
+    if number is None or number < minimum:
+        what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return number
+
+
+def check_real(name: str, value, positive: bool = False) -> float:
+    """``value`` must be a finite real number (a bool not), greater than 0 if ``positive``; returns it as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or (positive and not value > 0):
+        raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+    return float(value)
+
+
+def check_angle(name: str, value) -> float:
+    """``value`` must be a finite angle in degrees; returns it as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite angle in degrees, got {value!r}")
+    return float(value)
 
 
 def is_power_of_two(value: int) -> bool:
