@@ -514,6 +514,65 @@ def test_tree_transform_is_the_pre_transform_the_model_reads(model_class):
     assert hasattr(batch, "tree_index") and (model.tree_rotation is None) == (not hasattr(batch, "tree_rotated_0"))
     with torch.no_grad():
         torch.testing.assert_close(model(batch), model(bare.x, bare.pos, bare.batch, bare.edge_index))
+@pytest.mark.parametrize("model_class", ["Erwin", "ErwinNSA"])
+def test_graph_transform_builds_the_embedding_graph(model_class, tmp_path):
+    """The injected ``graph_transform`` builds the graph the model runs on: the output equals the
+    output on that transform's edges given explicitly, and differs from the default kNN-16 graph's;
+    a model file keeps the transform, and a callable's edges are checked like a given edge_index."""
+    from torch_geometric_erwin.nn import ErwinNSA
+    from torch_geometric_erwin.transforms import KNNGraphTransform
+
+    def build(**kwargs):
+        torch.manual_seed(0)
+        if model_class == "Erwin":
+            return small_model(**kwargs).eval()
+        return ErwinNSA(5, channels=16, depth=2, num_heads=2, compress_ball_size=4, local_ball_size=8,
+                        num_selected=2, mp_steps=1, **kwargs).eval()
+
+    graphs = Batch.from_data_list([make_graph(30, 0), make_graph(45, 1)])
+    x, pos, batch = graphs.x, graphs.pos, graphs.batch
+    model, default = build(graph_transform=KNNGraphTransform(4)), build()
+    assert repr(default.graph_transform) == "KNNGraphTransform(k=16, loop=True)"
+    with torch.no_grad():
+        out = model(x, pos, batch)
+        torch.testing.assert_close(out, model(x, pos, batch, knn_graph(pos, 4, batch)))
+        torch.testing.assert_close(default(x, pos, batch), default(x, pos, batch, knn_graph(pos, 16, batch, loop=True)))
+        assert not torch.allclose(out, default(x, pos, batch))
+    model.save(tmp_path / "model.pt")
+    loaded = type(model).from_checkpoint(tmp_path / "model.pt")
+    assert repr(loaded.graph_transform) == "KNNGraphTransform(k=4, loop=False)"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, pos, batch), out)
+
+    def ring(data):  # an edge from every node to the next, across the graphs of the batch
+        data.edge_index = torch.stack([torch.arange(data.pos.shape[0]), torch.arange(1, data.pos.shape[0] + 1)
+                                       % data.pos.shape[0]])
+        return data
+
+    custom = build(graph_transform=ring)
+    with torch.no_grad():
+        single = make_graph(30, 0)
+        torch.testing.assert_close(custom(single.x, single.pos), custom(single.x, single.pos, None,
+                                                                        ring(single.clone()).edge_index))
+    with pytest.raises(ValueError, match="edge_index joins nodes of different graphs"):
+        custom(x, pos, batch)
+    with pytest.raises(TypeError, match="not a plain value"):
+        custom.save(tmp_path / "custom.pt")
+    with pytest.raises(TypeError, match="graph_transform must be a transform"):
+        build(graph_transform=16)
+
+
+def test_graph_transform_replaces_radius():
+    from torch_geometric_erwin.transforms import KNNGraphTransform, RadiusGraphTransform
+    assert repr(small_model(radius=0.3).graph_transform) == "RadiusGraphTransform(r=0.3, loop=True, max_num_neighbors=32)"
+    with pytest.raises(ValueError, match="give radius or graph_transform, not both"):
+        small_model(radius=0.3, graph_transform=KNNGraphTransform(4))
+    with pytest.raises(ValueError, match="names no graph transform"):
+        small_model(graph_transform={"transform": "Delaunay"})
+    assert isinstance(small_model(graph_transform=RadiusGraphTransform(0.2).to_config()).graph_transform,
+                      RadiusGraphTransform)
+
+
 def test_reference_state_dict_uses_the_reference_names_and_round_trips():
     from torch_geometric_erwin.testing import reference_state_dict
     config = dict(c_in=6, c_hidden=[8, 16, 32], ball_sizes=[8, 8, 4], enc_num_heads=[2, 2, 4], enc_depths=[2, 2, 2],

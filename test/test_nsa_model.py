@@ -219,3 +219,27 @@ def test_trees_built_otherwise_or_for_other_positions_are_refused():
     x[0, 0] = math.nan
     with pytest.raises(ValueError, match="x contains NaN or Inf"):
         model(x, first.pos, first.batch, first.edge_index)
+
+
+def test_ball_geometry_is_formed_once_per_tree_order(monkeypatch):
+    """A forward forms the balls' geometry (the local balls' and the compressed balls') once per tree
+    order, for all blocks, and gives the output of blocks that each form their own."""
+    from torch_geometric_erwin.nn import BallGeometry
+    from torch_geometric_erwin.nn import nsa_conv
+
+    model, data = small_model(depth=4).eval(), make_graph(70, 0)
+    with torch.no_grad():
+        shared = model(data.x, data.pos, edge_index=data.edge_index)
+    compressed, local = [], []
+    ball_geometry, from_pos = nsa_conv.ball_geometry, BallGeometry.from_pos.__func__
+    monkeypatch.setattr(nsa_conv, "ball_geometry", lambda *args: compressed.append(1) or ball_geometry(*args))
+    monkeypatch.setattr(BallGeometry, "from_pos", classmethod(lambda cls, *args: local.append(1) or from_pos(cls, *args)))
+    with torch.no_grad():
+        model(data.x, data.pos, edge_index=data.edge_index)
+    assert (len(compressed), len(local)) == (2, 2)  # the plain and the rotated order
+
+    block = ErwinNSA._block  # a staticmethod: the plain function
+    monkeypatch.setattr(ErwinNSA, "_block", staticmethod(lambda *args: block(*args[:-1], None)))
+    with torch.no_grad():
+        torch.testing.assert_close(model(data.x, data.pos, edge_index=data.edge_index), shared)
+    assert (len(compressed), len(local)) == (2 + 2 + 4, 2 + 2 + 4)  # the unused shared pair, then one per block

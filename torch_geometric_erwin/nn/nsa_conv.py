@@ -9,6 +9,7 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from torch_geometric_erwin.nn.ball_attention import BallAttention, BallGeometry
 from torch_geometric_erwin.nn.init import reset_linear
 from torch_geometric_erwin.checks import MAX_GRANULARITY, is_power_of_two
 
@@ -111,6 +112,21 @@ def ball_geometry(pos: Tensor, mask: Tensor, ball_size: int):
     centre = (points * leaf_mask[..., None]).sum(1) / count.clamp(min=1)
     rel_pos = (points - centre[:, None]) * leaf_mask[..., None]
     return leaf_mask, rearrange(rel_pos, "n t d -> n (t d)"), count.squeeze(1) > 0
+
+
+class NSAGeometry(NamedTuple):
+    """What :class:`ErwinNSAConv` reads of the slots' positions, formed once per tree order and shared by
+    every block of a model (:meth:`ErwinNSAConv.geometry`).
+
+    ``local``: the local branch's :class:`~torch_geometric_erwin.nn.BallGeometry` (None when the local
+    module is not a :class:`~torch_geometric_erwin.nn.BallAttention`); ``leaf_mask`` ``[n, l]``,
+    ``rel_pos`` ``[n, l * D]`` and ``ball_valid`` ``[n]``: the compressed balls' (:func:`ball_geometry`).
+    """
+
+    local: Optional[BallGeometry]
+    leaf_mask: Tensor
+    rel_pos: Tensor
+    ball_valid: Tensor
 
 
 class ErwinNSAConv(nn.Module):
@@ -259,34 +275,49 @@ class ErwinNSAConv(nn.Module):
         return ptr.to(device=x.device, dtype=torch.long)
 
     # ---------------------------------------------------------------- branches
-    def branches(self, x: Tensor, pos: Tensor, batch: Optional[Tensor] = None, *,
-                 ptr: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> NSABranches:
-        """All three branch outputs, the gates and the selection (see :class:`NSABranches`)."""
-        ptr = self._slot_ptr(x, pos, batch, ptr)
-        num_slots = x.shape[0]
+    def _key_mask(self, mask: Optional[Tensor], num_slots: int, device: torch.device) -> Tensor:
         if mask is None:
-            mask = torch.ones(num_slots, dtype=torch.bool, device=x.device)
-        elif mask.shape != (num_slots,) or mask.dtype != torch.bool:
+            return torch.ones(num_slots, dtype=torch.bool, device=device)
+        if mask.shape != (num_slots,) or mask.dtype != torch.bool:
             raise ValueError(f"mask must be a bool tensor of shape [{num_slots}]")
-        key_mask = mask if self.mask_padding else torch.ones_like(mask)
+        return mask if self.mask_padding else torch.ones_like(mask)
 
-        local = self.local(x, pos, key_mask)
+    def geometry(self, pos: Tensor, mask: Optional[Tensor] = None) -> NSAGeometry:
+        """The balls' geometry of slots at ``pos`` ``[S, D]`` (tree order) with real slots ``mask``: what
+        :meth:`branches` would form, for a model to form once and give every block."""
+        key_mask = self._key_mask(mask, pos.shape[0], pos.device)
+        with torch.no_grad():
+            compressed = ball_geometry(pos.detach(), key_mask, self.compress_ball_size)
+        local = (BallGeometry.from_pos(pos, self.local.ball_size, key_mask) if isinstance(self.local, BallAttention)
+                 else None)
+        return NSAGeometry(local, *compressed)
+
+    def branches(self, x: Tensor, pos: Tensor, batch: Optional[Tensor] = None, *,
+                 ptr: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                 geometry: Optional[NSAGeometry] = None) -> NSABranches:
+        """All three branch outputs, the gates and the selection (see :class:`NSABranches`);
+        ``geometry`` is :meth:`geometry` of ``pos`` and ``mask``, formed here if not given."""
+        ptr = self._slot_ptr(x, pos, batch, ptr)
+        key_mask = self._key_mask(mask, x.shape[0], x.device)
+        if geometry is None:
+            geometry = self.geometry(pos, mask)
+        local = (self.local(x, key_mask=key_mask, geometry=geometry.local) if geometry.local is not None
+                 else self.local(x, pos, key_mask))
         q = rearrange(self.q_proj(x), "s (h e) -> s h e", h=self.num_heads)
         k, v = rearrange(self.kv_proj(x), "s (two g e) -> two s g e", two=2, g=self.num_kv_heads)
-        with torch.no_grad():
-            leaf_mask, rel_pos, ball_valid = ball_geometry(pos.detach(), key_mask, self.compress_ball_size)
-        k_c = self.compress_k(k, rel_pos, leaf_mask)
-        v_c = self.compress_v(v, rel_pos, leaf_mask)
+        k_c = self.compress_k(k, geometry.rel_pos, geometry.leaf_mask)
+        v_c = self.compress_v(v, geometry.rel_pos, geometry.leaf_mask)
         o_cmp, o_slc, selection, selection_mask = self._global_attention(
-            q, k, v, k_c, v_c, ptr, leaf_mask > 0, ball_valid)
+            q, k, v, k_c, v_c, ptr, geometry.leaf_mask > 0, geometry.ball_valid)
         gates = rearrange(torch.sigmoid(self.gate(x)), "s (b h) -> s b h", b=len(BRANCHES))
         return NSABranches(self.out_compressed(rearrange(o_cmp, "s h e -> s (h e)")),
                            self.out_selected(rearrange(o_slc, "s h e -> s (h e)")),
                            local, gates, selection, selection_mask)
 
     def forward(self, x: Tensor, pos: Tensor, batch: Optional[Tensor] = None, *,
-                ptr: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Tensor:
-        out = self.branches(x, pos, batch, ptr=ptr, mask=mask)
+                ptr: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                geometry: Optional[NSAGeometry] = None) -> Tensor:
+        out = self.branches(x, pos, batch, ptr=ptr, mask=mask, geometry=geometry)
         stacked = rearrange(torch.stack([out.compressed, out.selected, out.local], dim=1),
                             "s b (h c) -> s b h c", h=self.num_heads)
         mixed = (stacked * out.gates.unsqueeze(-1).to(stacked.dtype)).sum(1)

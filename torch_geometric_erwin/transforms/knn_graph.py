@@ -33,5 +33,9 @@ class KNNGraphTransform(BaseTransform):
         data.edge_index = knn_graph(data.pos, self.k, getattr(data, "batch", None), loop=self.loop)
         return data
 
+    def to_config(self) -> dict:
+        """The transform as plain values, for a model file (:func:`graph_transform_from_config`)."""
+        return {"transform": self.__class__.__name__, "k": self.k, "loop": self.loop}
+
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(k={self.k}, loop={self.loop})"

@@ -36,5 +36,10 @@ class RadiusGraphTransform(BaseTransform):
                                        max_num_neighbors=self.max_num_neighbors)
         return data
 
+    def to_config(self) -> dict:
+        """The transform as plain values, for a model file (:func:`graph_transform_from_config`)."""
+        return {"transform": self.__class__.__name__, "r": self.r, "loop": self.loop,
+                "max_num_neighbors": self.max_num_neighbors}
+
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(r={self.r}, loop={self.loop}, max_num_neighbors={self.max_num_neighbors})"

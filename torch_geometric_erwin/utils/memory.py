@@ -66,6 +66,13 @@ def _slots_per_graph(num_nodes: Sequence[int], padding: str, grain: int) -> int:
     return int(engine.slot_ptr(ptr, padding, grain)[-1])
 
 
+def _edges_per_node(model) -> int:
+    """The in-degree of the graph the model builds: ``k`` of a kNN transform, ``max_num_neighbors`` of a
+    radius transform, and the model's ``knn`` for any other callable."""
+    transform = model.graph_transform
+    return getattr(transform, "k", None) or getattr(transform, "max_num_neighbors", None) or model.knn
+
+
 def estimate_erwin_memory(model, num_nodes: Union[int, Sequence[int]], training: bool = False,
                           activation_checkpointing: Optional[bool] = None) -> int:
     r"""Predicted peak bytes of one call of ``model`` on graphs of ``num_nodes`` points, on top of
@@ -105,7 +112,7 @@ def estimate_erwin_memory(model, num_nodes: Union[int, Sequence[int]], training:
 
     # the graph and the embedding's edge lists: edge_index (two int64), the offsets p_j - p_i, and
     # in training the edges grouped by source for the backward pass (a second copy of all three)
-    edges = nodes * (model.knn if model.radius is None else 32) if model.mp_steps > 0 else 0
+    edges = nodes * _edges_per_node(model) if model.mp_steps > 0 else 0
     edge_bytes = 16 + element * dim
     graph = edges * edge_bytes * (2 if training else 1)
     # the tree: leaf order and mask, one rotated order per level, the nodes' slots, positions in tree order

@@ -1,17 +1,35 @@
 """What the ball-tree models share: the input path from a ``Data`` or tensors to the network."""
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 import torch
 import torch_geometric.transforms as T
 from torch import Tensor, nn
+from torch_geometric.data import Data
 from torch_geometric.data.data import BaseData
 
-from torch_geometric_erwin.nn.graph import knn_graph
+from torch_geometric_erwin.checks import check_edge_index, check_model_inputs, checked_positions
 from torch_geometric_erwin.tree import BallTree, build_ball_tree
 from torch_geometric_erwin.tree.ball_tree import has_tree_attributes, tree_fix
-from torch_geometric_erwin.checks import check_model_inputs, checked_positions
+
+
+def resolve_graph_transform(graph_transform: Any, knn: int, radius: Optional[float] = None):
+    """A model's ``graph_transform`` argument as the transform it calls: for None the kNN graph of
+    ``knn`` neighbours with self-loops (or the radius graph of ``radius``), the package's graph
+    transform that a model file recorded (its ``to_config()`` dict), or the transform itself (any
+    callable ``Data -> Data`` that sets ``edge_index`` from ``pos`` and ``batch``, such as PyG's
+    :class:`~torch_geometric.transforms.KNNGraph`)."""
+    # imported here: the transforms import the layers, which this package's models import
+    from torch_geometric_erwin.transforms import KNNGraphTransform, RadiusGraphTransform, graph_transform_from_config
+    if graph_transform is None:
+        return KNNGraphTransform(knn, loop=True) if radius is None else RadiusGraphTransform(radius, loop=True)
+    if isinstance(graph_transform, Mapping):
+        return graph_transform_from_config(graph_transform)
+    if not callable(graph_transform):
+        raise TypeError(f"graph_transform must be a transform that sets data.edge_index from data.pos (e.g. "
+                        f"KNNGraphTransform(16, loop=True)), got {type(graph_transform).__name__}")
+    return graph_transform
 
 
 class BallTreeModel(nn.Module):
@@ -23,15 +41,15 @@ class BallTreeModel(nn.Module):
     that are not given, and hands them to :meth:`network`, the subclass's computation, which
     reads no data on the host and so compiles whole under ``torch.compile(fullgraph=True)``.
 
-    A subclass sets ``in_channels``, ``dimensionality``, ``knn`` and ``embedding`` (whose
-    ``lin.weight`` gives the parameters' dtype) and defines :attr:`tree_config`,
-    :attr:`tree_rotation` and :meth:`network`; it may refine :meth:`build_graph` and add checks
-    in :meth:`_check_tree` and :meth:`_check_batch`.
+    A subclass sets ``in_channels``, ``dimensionality``, ``graph_transform`` (through
+    :func:`resolve_graph_transform`) and ``embedding`` (whose ``lin.weight`` gives the parameters'
+    dtype) and defines :attr:`tree_config`, :attr:`tree_rotation` and :meth:`network`; it may add
+    checks in :meth:`_check_tree` and :meth:`_check_batch`.
     """
 
     in_channels: int
     dimensionality: int
-    knn: int
+    graph_transform: Callable[[Data], Data]
     embedding: nn.Module
 
     @property
@@ -58,8 +76,15 @@ class BallTreeModel(nn.Module):
 
     @torch.compiler.disable
     def build_graph(self, pos: Tensor, batch: Optional[Tensor] = None) -> Tensor:
-        """The graph of the embedding when none is given: kNN with self-loops."""
-        return knn_graph(pos, self.knn, batch, loop=True)
+        """The graph of the embedding when none is given: :attr:`graph_transform` applied to the
+        positions (and ``batch``), its ``edge_index`` checked unless it is one of the package's
+        own graph transforms, whose edges are within the graphs by construction."""
+        from torch_geometric_erwin.transforms.graph_config import GRAPH_TRANSFORMS
+        data = Data(pos=pos) if batch is None else Data(pos=pos, batch=batch)
+        edge_index = self.graph_transform(data).edge_index
+        if type(self.graph_transform) not in GRAPH_TRANSFORMS.values():
+            check_edge_index(edge_index, pos.shape[0], batch)
+        return edge_index
 
     def tree_transform(self) -> T.Compose:
         """The transforms that attach the tree this model runs on to a ``Data`` (its

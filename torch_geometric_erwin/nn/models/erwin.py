@@ -2,18 +2,18 @@ r"""Erwin: the hierarchical ball-tree transformer (Zhdanov, Welling, van de Meen
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.data import Data
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from torch_geometric_erwin.nn.ball_attention import BallGeometry
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding
 from torch_geometric_erwin.nn.erwin_block import ErwinBlock
-from torch_geometric_erwin.nn.graph import knn_graph, radius_graph
 from torch_geometric_erwin.nn.init import reset_linear
-from torch_geometric_erwin.nn.models.base import BallTreeModel
+from torch_geometric_erwin.nn.models.base import BallTreeModel, resolve_graph_transform
 from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.nn.models.reference import from_reference
 from torch_geometric_erwin.nn.pooling import BallPooling, BallUnpooling
@@ -127,6 +127,16 @@ class Erwin(Configurable, BallTreeModel):
             embedding when no ``edge_index`` is given. (default: ``16``)
         radius (float, optional): build a radius graph (self-loops, at most 32
             neighbours) instead of the kNN graph.
+        graph_transform (callable, optional): the transform that builds the embedding's
+            graph when no ``edge_index`` is given, in place of ``knn`` and ``radius``: any
+            ``Data -> Data`` callable that sets ``edge_index`` from ``pos`` (and
+            ``batch``), such as :class:`~torch_geometric_erwin.transforms.KNNGraphTransform`
+            or PyG's graph transforms. The same object serves as a dataset's transform,
+            so that the graphs a model builds and the ones stored with the data agree. A model
+            with one of the package's graph transforms saves and loads with it; with another
+            callable it runs but :meth:`save` refuses its configuration.
+            (default: ``KNNGraphTransform(knn, loop=True)``, or
+            ``RadiusGraphTransform(radius, loop=True)``)
         activation_checkpointing (bool): in training with autograd, run every
             transformer block under :func:`torch.utils.checkpoint.checkpoint`
             (non-reentrant): the forward pass keeps each block's input only and
@@ -158,7 +168,8 @@ class Erwin(Configurable, BallTreeModel):
                  dec_depths: Sequence[int], strides: Sequence[int], rotate: float = 45.0, decode: bool = True,
                  mlp_ratio: int = 4, dimensionality: int = 3, mp_steps: int = 3,
                  out_channels: Optional[int] = None, padding: str = "pow2", knn: int = 16,
-                 radius: Optional[float] = None, activation_checkpointing: bool = False):
+                 radius: Optional[float] = None, activation_checkpointing: bool = False,
+                 graph_transform: Optional[Callable[[Data], Data]] = None):
         super().__init__()
         hidden_channels = _positive_ints("hidden_channels", hidden_channels)
         enc_num_heads = _positive_ints("enc_num_heads", enc_num_heads)
@@ -193,6 +204,9 @@ class Erwin(Configurable, BallTreeModel):
         check_int("knn", knn)
         if radius is not None:
             check_real("radius", radius, positive=True)
+            if graph_transform is not None:
+                raise ValueError("give radius or graph_transform, not both: the radius only configures the "
+                                 "default graph transform")
         if not isinstance(activation_checkpointing, bool):
             raise TypeError(f"activation_checkpointing must be a bool, got {activation_checkpointing!r}")
 
@@ -206,6 +220,7 @@ class Erwin(Configurable, BallTreeModel):
         self.rotate, self.decode, self.mlp_ratio = float(rotate), bool(decode), mlp_ratio
         self.dimensionality, self.mp_steps, self.padding = dimensionality, mp_steps, padding
         self.knn, self.radius = knn, radius
+        self.graph_transform = resolve_graph_transform(graph_transform, knn, radius)
         self.activation_checkpointing = activation_checkpointing
 
         self.embedding = ErwinEmbedding(in_channels, hidden_channels[0], mp_steps, dimensionality)
@@ -287,13 +302,6 @@ class Erwin(Configurable, BallTreeModel):
         :func:`~torch_geometric_erwin.utils.memory.estimate_erwin_memory`."""
         from torch_geometric_erwin.utils.memory import estimate_erwin_memory
         return estimate_erwin_memory(self, num_nodes, training, activation_checkpointing)
-
-    @torch.compiler.disable
-    def build_graph(self, pos: Tensor, batch: Optional[Tensor] = None) -> Tensor:
-        """The graph of the embedding when none is given: radius (if ``radius``) or kNN, with self-loops."""
-        if self.radius is not None:
-            return radius_graph(pos, self.radius, batch, loop=True)
-        return knn_graph(pos, self.knn, batch, loop=True)
 
     def _check_tree(self, tree: BallTree) -> None:
         grain = granularity(self.ball_sizes, self.strides)

@@ -2,20 +2,21 @@ r"""Erwin NSA: Erwin's ball tree with native sparse attention instead of the U-N
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.data import Data
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from torch_geometric_erwin.checks import check_angle, check_int
 from torch_geometric_erwin.nn.ball_attention import BallAttention
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding
 from torch_geometric_erwin.nn.init import reset_linear
-from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv
+from torch_geometric_erwin.nn.nsa_conv import QUERY_CHUNK_SIZE, ErwinNSAConv, NSAGeometry
 from torch_geometric_erwin.nn.rms_norm import RMSNorm
 from torch_geometric_erwin.nn.swiglu import SwiGLU
-from torch_geometric_erwin.nn.models.base import BallTreeModel
+from torch_geometric_erwin.nn.models.base import BallTreeModel, resolve_graph_transform
 from torch_geometric_erwin.nn.models.serialization import Configurable
 from torch_geometric_erwin.tree import BallTree
 from torch_geometric_erwin.tree.ball_tree import PADDINGS
@@ -38,7 +39,9 @@ class ErwinNSABlock(nn.Module):
     r"""Pre-norm residual block: :math:`x \leftarrow x + \mathrm{NSA}(\mathrm{RMSNorm}(x))`,
     :math:`x \leftarrow x + \mathrm{SwiGLU}(\mathrm{RMSNorm}(x))`.
 
-    Shapes: ``forward(x [S, C], pos [S, D], ptr [B+1], mask [S]) -> [S, C]`` in tree order.
+    Shapes: ``forward(x [S, C], pos [S, D], ptr [B+1], mask [S], geometry?) -> [S, C]`` in tree
+    order, ``geometry`` the convolution's :class:`~torch_geometric_erwin.nn.nsa_conv.NSAGeometry`
+    of ``pos`` and ``mask`` (formed by the convolution if not given).
     """
 
     def __init__(self, conv: ErwinNSAConv, mlp_ratio: int = 4):
@@ -53,8 +56,9 @@ class ErwinNSABlock(nn.Module):
         for module in (self.norm1, self.conv, self.norm2, self.mlp):
             module.reset_parameters()
 
-    def forward(self, x: Tensor, pos: Tensor, ptr: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.conv(self.norm1(x), pos, ptr=ptr, mask=mask)
+    def forward(self, x: Tensor, pos: Tensor, ptr: Tensor, mask: Tensor,
+                geometry: Optional[NSAGeometry] = None) -> Tensor:
+        x = x + self.conv(self.norm1(x), pos, ptr=ptr, mask=mask, geometry=geometry)
         return x + self.mlp(self.norm2(x))
 
 
@@ -86,6 +90,8 @@ class ErwinNSA(Configurable, BallTreeModel):
         query_chunk_size, checkpoint, mask_padding: see :class:`ErwinNSAConv`.
         knn: neighbours of the kNN graph (self-loops included) built for the
             embedding when no ``edge_index`` is given.
+        graph_transform: the transform that builds the embedding's graph in place
+            of the kNN graph (as :class:`~torch_geometric_erwin.nn.Erwin`'s).
         activation_checkpointing: in training with autograd, run every block
             under :func:`torch.utils.checkpoint.checkpoint` (non-reentrant): the
             forward pass keeps each block's input only and the backward pass runs
@@ -104,7 +110,8 @@ class ErwinNSA(Configurable, BallTreeModel):
                  local_ball_size: int = 128, num_selected: int = 16, rotate: float = 45.0, mp_steps: int = 3,
                  mlp_ratio: int = 4, out_channels: Optional[int] = None, dimensionality: int = 3,
                  padding: str = "pow2", query_chunk_size: int = QUERY_CHUNK_SIZE, checkpoint: bool = True,
-                 mask_padding: bool = True, knn: int = 16, activation_checkpointing: bool = False):
+                 mask_padding: bool = True, knn: int = 16, activation_checkpointing: bool = False,
+                 graph_transform: Optional[Callable[[Data], Data]] = None):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("depth", depth), ("mlp_ratio", mlp_ratio)):
             check_int(name, value)
@@ -116,7 +123,8 @@ class ErwinNSA(Configurable, BallTreeModel):
         self.in_channels, self.channels, self.depth = in_channels, channels, depth
         self.out_channels = channels if out_channels is None else out_channels
         self.rotate, self.padding, self.dimensionality = float(rotate), padding, dimensionality
-        self.knn = knn
+        self.knn = check_int("knn", knn)
+        self.graph_transform = resolve_graph_transform(graph_transform, self.knn)
         self.activation_checkpointing = activation_checkpointing
         self.embedding = ErwinEmbedding(in_channels, channels, mp_steps, dimensionality)
         self.blocks = nn.ModuleList([
@@ -176,8 +184,13 @@ class ErwinNSA(Configurable, BallTreeModel):
         h = self.embedding(x, pos, edge_index, check_edges=False, checkpoint=checkpointed)[tree.index]
         slot_pos, mask = pos[tree.index], tree.mask
         rotated = tree.rotated[0] if self.tree_rotation is not None else None
+        # every block has the same ball sizes, so the balls' geometry of each tree order is formed once
+        conv = self.blocks[0].conv
+        geometry = [conv.geometry(slot_pos, mask)]
+        if rotated is not None and len(self.blocks) > 1:
+            geometry.append(conv.geometry(slot_pos[rotated], mask[rotated]))
         for i, block in enumerate(self.blocks):
-            args = (block, h, slot_pos, tree.ptr, mask, rotated if i % 2 else None)
+            args = (block, h, slot_pos, tree.ptr, mask, rotated if i % 2 else None, geometry[i % len(geometry)])
             h = (activation_checkpoint(self._block, *args, use_reentrant=False) if checkpointed
                  else self._block(*args))
         out = h[tree.node_slots(x.shape[0])]
@@ -185,12 +198,12 @@ class ErwinNSA(Configurable, BallTreeModel):
 
     @staticmethod
     def _block(block: ErwinNSABlock, h: Tensor, slot_pos: Tensor, ptr: Tensor, mask: Tensor,
-               permutation: Optional[Tensor]) -> Tensor:
+               permutation: Optional[Tensor], geometry: NSAGeometry) -> Tensor:
         """``block`` on the slots in tree order, or in the order of ``permutation`` (rows returned in
-        tree order)."""
+        tree order), ``geometry`` that of the same order."""
         if permutation is None:
-            return block(h, slot_pos, ptr, mask)
-        out = block(h[permutation], slot_pos[permutation], ptr, mask[permutation])
+            return block(h, slot_pos, ptr, mask, geometry)
+        out = block(h[permutation], slot_pos[permutation], ptr, mask[permutation], geometry)
         return torch.empty_like(out).index_copy_(0, permutation, out)
 
     def __repr__(self) -> str:

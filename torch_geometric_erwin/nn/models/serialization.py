@@ -50,6 +50,8 @@ def plain(name: str, value: Any) -> Any:
         return [plain(name, item) for item in value]
     if isinstance(value, Mapping):
         return {str(key): plain(name, item) for key, item in value.items()}
+    if callable(getattr(value, "to_config", None)):  # the package's graph transforms
+        return plain(name, value.to_config())
     raise TypeError(f"the constructor argument {name}={value!r} is not a plain value (int, float, str, bool, "
                     "None, list, dict): such a model cannot be saved with its configuration")
 
