@@ -11,7 +11,8 @@ import sys
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
+
 SCRIPT = os.path.join(ROOT, "examples", "sharded_cloud.py")
 SMALL = ["--model", "tiny", "--num-particles", "500", "--dtype", "float64", "--lr", "1e-2", "--device", "cpu",
          "--log-every", "1"]

@@ -11,14 +11,15 @@ import torch
 from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 
-from dataset_files import processed_files
 from torch_geometric_erwin.datasets.geo_fno import Airfoil, Elasticity, Pipe, Plasticity
 from torch_geometric_erwin.testing import write_airfoil, write_elasticity, write_pipe, write_plasticity
 from torch_geometric_erwin.transforms import BallTreeTransform
 
+from support import ROOT
+from support.datasets import processed_files
+
 pytest.importorskip("scipy")
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 URL = "drive.google.com/drive/folders/1YBuaoTdOSr_qzaow-G-iwvbUI7fiUzu8"
 
 # Published constants (reference facts, section 7-10), restated independently of the dataset classes.

@@ -10,7 +10,8 @@ import pytest
 from torch_geometric_erwin.nn import Erwin
 from torch_geometric_erwin.utils import available_memory, estimate_erwin_memory
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
+
 #: The estimate is meant as an upper bound within this factor of the measured peak.
 FACTOR = 3.0
 
