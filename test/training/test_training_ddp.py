@@ -48,8 +48,8 @@ def _spawn(tmp_path, out_dir, stop_at=None):
     return [torch.load(result_dir / f"rank{r}.pt") for r in range(2)]
 
 
-# Two gloo processes, ~15 s. This once used up a whole CI run: ranks deadlocked while tearing down their
-# process group (see distributed._RECENT_COLLECTIVES). The deadline turns any new hang into a failure.
+# Two gloo processes, ~15 s. Ranks that deadlock while tearing down their process group (see
+# distributed._RECENT_COLLECTIVES) would use up the whole CI run: the deadline turns a hang into a failure.
 @pytest.mark.timeout(300)
 def test_two_processes_match_one_process_and_resume_on_one(tmp_path, gloo_works):
     ranks = _spawn(tmp_path, tmp_path / "ddp")
