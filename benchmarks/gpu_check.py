@@ -8,7 +8,7 @@ rewritten after every stage, so that a run cut short keeps what it measured.
 1. ``environment``: device, memory, torch and CUDA versions, which attention backends run.
 2. ``tests``: ``pytest --device cuda`` on the device tests (``test/test_device.py``, the layers,
    models and tree build on the device against the CPU in float64) and the attention backends'
-   tests (``test/test_attention_backends.py``, flex's backward pass included).
+   tests (``test/nn/test_attention_backends.py``, flex's backward pass included).
 3. ``model``: Erwin against the reference model (``--reference`` or ``$ERWIN_REFERENCE``, when
    the checkout is there), reference README configuration, forward and forward+backward time
    and peak memory (``torch.cuda.max_memory_allocated`` during one call over the memory
@@ -165,7 +165,7 @@ def environment(check: Check, out: dict) -> None:
 
 
 def tests(check: Check, out: dict) -> None:
-    files = ["test/test_device.py", "test/test_attention_backends.py"]
+    files = ["test/test_device.py", "test/nn/test_attention_backends.py"]
     command = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", "--device", str(check.device)]
     if check.dry:
         command += ["-k", "tree_build"]

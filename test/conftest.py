@@ -1,10 +1,14 @@
 """Fixtures shared by the test modules."""
 import os
+import subprocess
+import sys
 import uuid
 
 import pytest
 import torch
 from torch_geometric.io import fs
+
+from support import TESTS
 
 
 def pytest_addoption(parser):
@@ -39,3 +43,17 @@ def root(request, tmp_path):
         yield url
         if fs.exists(url):
             fs.rm(url)
+
+
+@pytest.fixture(scope="module")
+def gloo_works():
+    """Skip (with the reason) where two local processes cannot form a gloo group at all, e.g. a sandbox
+    without a loopback interface. Runs in a subprocess with a deadline, so nothing can hang the suite."""
+    code = ("import sys, torch.multiprocessing as mp; sys.path.insert(0, sys.argv[1]); "
+            "import support.distributed as t; mp.spawn(t.gloo_preflight, args=(2, t.free_port()), nprocs=2)")
+    try:
+        result = subprocess.run([sys.executable, "-c", code, TESTS], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.skip("two local gloo processes did not connect within 120 s on this machine")
+    if result.returncode != 0:
+        pytest.skip(f"two local gloo processes cannot connect on this machine: {result.stderr[-500:]}")

@@ -26,7 +26,8 @@ import pytest
 
 import torch_geometric_erwin
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
+
 DOCS = os.path.join(ROOT, "docs")
 SKIP_DIRS = ("_build", "_generated")
 

@@ -4,7 +4,8 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
+
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.py")
 STAGES = ["environment", "tests", "model", "nsa", "tree_build", "capacity"]
 

@@ -9,7 +9,7 @@ from torch_geometric_erwin.nn.models.erwin_nsa import PRESETS, ErwinNSA
 from torch_geometric_erwin.transforms import BallTreeTransform, RotatedTreeTransform
 from torch_geometric_erwin.tree import build_ball_tree
 
-from model_checks import assert_rows_follow_permutation
+from support.models import assert_rows_follow_permutation
 
 
 def small_model(**overrides):

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
+
 SCRIPT = os.path.join(ROOT, "benchmarks", "distributed.py")
 ENV = dict(os.environ, PYTHONPATH=ROOT)
 

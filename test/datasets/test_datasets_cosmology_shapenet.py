@@ -12,7 +12,7 @@ import torch
 from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 
-from dataset_files import processed_files
+from support.datasets import processed_files
 from torch_geometric_erwin.datasets import Cosmology, ShapeNetCar
 from torch_geometric_erwin.datasets.cosmology import decode_float_tensor, parse_example
 from torch_geometric_erwin.testing import (

@@ -385,8 +385,8 @@ def test_examples_train_each_baseline(example, model, tmp_path, capsys):
     (nbody, generated data) and in 2-D (airfoil's synthetic files, where Transolver has its preset)."""
     import json
 
-    from test_examples import _fast_args, _run
-    status = _run(example, ["--synthetic", "--data", str(tmp_path / "data"), *_fast_args(tmp_path, model)])
+    from support.examples import fast_args, run_example
+    status = run_example(example, ["--synthetic", "--data", str(tmp_path / "data"), *fast_args(tmp_path, model)])
     assert status == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["model"] for row in rows] == [model] and rows[0]["steps"] == 2
@@ -394,10 +394,10 @@ def test_examples_train_each_baseline(example, model, tmp_path, capsys):
 
 
 def test_every_example_offers_the_baselines(capsys):
-    from test_examples import ALL_EXAMPLES, ERWIN_ONLY, _run
+    from support.examples import ALL_EXAMPLES, ERWIN_ONLY, run_example
     for example in sorted(set(ALL_EXAMPLES) - ERWIN_ONLY):
         with pytest.raises(SystemExit):
-            _run(example, ["--help"])
+            run_example(example, ["--help"])
         help_text = capsys.readouterr().out
         assert all(name in help_text for name in ("transolver", "pointnet2", "ptv3")), example
 
@@ -406,7 +406,9 @@ def parameter_table():
     """The rows ``(model, preset, overrides, in_channels, parameters)`` of docs/baselines.md's table."""
     import ast
     import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "baselines.md")
+
+    from support import ROOT
+    path = os.path.join(ROOT, "docs", "baselines.md")
     text = open(path, encoding="utf-8").read()
     table = text[text.index("### Parameter counts"):].split("\n\n")[2]
     rows = []

@@ -14,7 +14,7 @@ from torch_geometric_erwin.nn.models.presets import PRESETS
 from torch_geometric_erwin.transforms import BallTreeTransform, RotatedTreeTransform
 from torch_geometric_erwin.tree import build_ball_tree
 
-from model_checks import assert_rows_follow_permutation
+from support.models import assert_rows_follow_permutation
 
 CONFIG = dict(hidden_channels=[8, 16], ball_sizes=[8, 4], enc_num_heads=[2, 4], enc_depths=[2, 2],
               dec_num_heads=[2], dec_depths=[2], strides=[2], rotate=45.0, mp_steps=2)

@@ -1,7 +1,6 @@
 """Geo-FNO benchmarks (Airfoil, Pipe, Elasticity, Plasticity): raw fixtures -> process -> samples
 checked against the written arrays and the published constants."""
 import argparse
-import importlib.util
 import os
 import os.path as osp
 
@@ -11,14 +10,16 @@ import torch
 from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 
-from dataset_files import processed_files
 from torch_geometric_erwin.datasets.geo_fno import Airfoil, Elasticity, Pipe, Plasticity
 from torch_geometric_erwin.testing import write_airfoil, write_elasticity, write_pipe, write_plasticity
 from torch_geometric_erwin.transforms import BallTreeTransform
 
+from support import ROOT
+from support.datasets import processed_files
+from support.examples import load_example
+
 pytest.importorskip("scipy")
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 URL = "drive.google.com/drive/folders/1YBuaoTdOSr_qzaow-G-iwvbUI7fiUzu8"
 
 # Published constants (reference facts, section 7-10), restated independently of the dataset classes.
@@ -426,13 +427,6 @@ def test_plasticity_reads_without_scipy(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------- examples
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", osp.join(ROOT, "examples", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_examples_load_the_datasets(name, tmp_path):
     cls, write, _ = CASES[name]

@@ -10,7 +10,9 @@ import pytest
 from torch_geometric_erwin.nn import Erwin
 from torch_geometric_erwin.utils import available_memory, estimate_erwin_memory
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
+from support.examples import load_example
+
 #: The estimate is meant as an upper bound within this factor of the measured peak.
 FACTOR = 3.0
 
@@ -62,10 +64,7 @@ def test_estimate_rejects_bad_sizes(bad):
 
 
 def _large_cloud(argv, tmp_path, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("example_large_cloud", os.path.join(ROOT, "examples", "large_cloud.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("large_cloud")
     status = module.run(module.EXPERIMENT, [*argv, "--out", str(tmp_path / "out"), "--no-progress", "--no-tensorboard"])
     return status, capsys.readouterr().err.strip()
 

@@ -6,7 +6,7 @@ described in docs/reference.md.
 import pytest
 import torch
 
-from reference_erwin import load_reference_erwin
+from support.reference import load_reference_erwin
 from torch_geometric_erwin.nn import Erwin, knn_graph
 from torch_geometric_erwin.tree import build_ball_tree
 

@@ -9,7 +9,7 @@ from torch_geometric_erwin.nn import MPNN, Erwin
 from torch_geometric_erwin.nn.models.erwin_nsa import ErwinNSA
 from torch_geometric_erwin.training import InputEncoder, NodeRegression, Trainer, TrainConfig
 
-from training_utils import knn_edges, toy_graphs
+from support.training import knn_edges, toy_graphs
 
 ERWIN = dict(hidden_channels=[8, 16], ball_sizes=[8, 4], enc_num_heads=[2, 4], enc_depths=[2, 2],
              dec_num_heads=[2], dec_depths=[2], strides=[2], rotate=30.0, mp_steps=1, dimensionality=2)

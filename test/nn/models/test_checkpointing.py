@@ -17,7 +17,7 @@ from torch_geometric_erwin.nn.models.erwin import ErwinStage
 from torch_geometric_erwin.nn.models.erwin_nsa import ErwinNSA
 from torch_geometric_erwin.testing import reference_state_dict
 
-from test_training_ddp import _free_port, gloo_works  # noqa: F401 (a fixture)
+from support.distributed import free_port
 
 ERWIN = dict(hidden_channels=[16, 32, 64], ball_sizes=[8, 8, 4], enc_num_heads=[2, 4, 8], enc_depths=[2, 2, 2],
              dec_num_heads=[2, 4], dec_depths=[2, 2], strides=[2, 2], rotate=45.0, mp_steps=2)
@@ -266,8 +266,8 @@ def _ddp_worker(rank, world_size, port, result_dir):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_ddp_gives_the_plain_gradients(tmp_path, gloo_works):  # noqa: F811
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+def test_ddp_gives_the_plain_gradients(tmp_path, gloo_works):
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
     for plain, checkpointed in ranks:
         for a, b in zip(plain, checkpointed):

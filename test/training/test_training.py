@@ -10,7 +10,8 @@ from torch_geometric_erwin.training import (Progress, ResumableBatchSampler, Sin
                                             per_graph_cumulative_rmse, per_graph_mse, per_graph_relative_l2,
                                             read_metrics_csv, warmup_cosine_schedule)
 
-from training_utils import toy_trainer
+from support import TESTS
+from support.training import toy_trainer
 
 
 def _lrs(scheduler, steps):
@@ -188,7 +189,7 @@ def test_a_checkpoint_write_that_fails_leaves_the_previous_checkpoint(tmp_path):
 _KILLED_RUN = r"""
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
-from training_utils import toy_trainer
+from support.training import toy_trainer
 import torch_geometric_erwin.training.checkpoint as checkpoint
 from torch_geometric_erwin.datasets.io.atomic import atomic_write
 
@@ -230,7 +231,7 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_result(mode
     # Write 1 is the one before step 1; the best.pt writes (at validation) count too, and are just as safe.
     kill = random.randrange(1, steps + 1) if mode == "step" else random.randrange(2, steps + 2)
     out = tmp_path / "killed"
-    result = subprocess.run([sys.executable, "-c", _KILLED_RUN, os.path.dirname(__file__), str(out), str(steps),
+    result = subprocess.run([sys.executable, "-c", _KILLED_RUN, TESTS, str(out), str(steps),
                              str(every), mode, str(kill)], capture_output=True, text=True, timeout=300)
     assert result.returncode == -9, f"kill={kill}: {result.stderr}"
     leftovers = [f for f in os.listdir(out / "checkpoints") if ".tmp-" in f]

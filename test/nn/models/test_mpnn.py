@@ -4,7 +4,7 @@ from torch_geometric.data import Batch, Data
 
 from torch_geometric_erwin.nn.models.mpnn import MPNN
 
-from training_utils import knn_edges
+from support.training import knn_edges
 
 
 def _graph(n=10, dim=3, seed=0):

@@ -1,4 +1,4 @@
-"""Property and edge-case tests of build_ball_tree against the independent checker in tree_checks."""
+"""Property and edge-case tests of build_ball_tree against the independent checker in support.tree."""
 import math
 
 import numpy as np
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from torch_geometric_erwin.tree import build_ball_tree, granularity
 from torch_geometric_erwin.tree.engine import cpp_available
-from tree_checks import check_split_rule, rotated_level_positions
+from support.tree import check_split_rule, rotated_level_positions
 
 ENGINES = ["torch", pytest.param("cpp", marks=pytest.mark.skipif(not cpp_available(), reason="C++ engine not built"))]
 CONFIGS = [(None, None), ([4], []), ([8, 4], [2]), ([16, 8, 4], [2, 2]), ([2, 4], [4])]

@@ -1,7 +1,6 @@
 """examples/sharded_cloud.py: two steps on two gloo ranks under torchrun train the model exactly as two
 steps in one process on the whole cloud do, within a memory budget that one process exceeds, and a run
 resumed on one rank continues it."""
-import importlib.util
 import math
 import os
 import re
@@ -11,17 +10,12 @@ import sys
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
+from support.examples import load_example
+
 SCRIPT = os.path.join(ROOT, "examples", "sharded_cloud.py")
 SMALL = ["--model", "tiny", "--num-particles", "500", "--dtype", "float64", "--lr", "1e-2", "--device", "cpu",
          "--log-every", "1"]
-
-
-def _example():
-    spec = importlib.util.spec_from_file_location("example_sharded_cloud", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _reference(example, data, steps, lr=1e-2, max_grad_norm=1.0):
@@ -68,7 +62,7 @@ def test_two_ranks_train_as_one_process_within_budget_and_resume(tmp_path, capsy
                      result.stdout)
     assert kept and max(float(kept[1]), float(kept[2])) <= 8 < float(kept[3]), result.stdout
 
-    example = _example()
+    example = load_example("sharded_cloud")
     expected = _reference(example, data, steps=2)
     _assert_same_state(torch.load(out / "model.pt", weights_only=True)["state_dict"], expected)
     assert isinstance(Erwin.from_checkpoint(str(out / "model.pt")), Erwin)  # a model file of one process
@@ -90,7 +84,7 @@ def test_two_ranks_train_as_one_process_within_budget_and_resume(tmp_path, capsy
 
 
 def test_bad_command_lines_and_clouds(tmp_path, capsys):
-    example = _example()
+    example = load_example("sharded_cloud")
     for argv, text in ((["--steps", "0"], "--steps must be at least 1"),
                        (["--resume", "--out", str(tmp_path / "none")], "no checkpoint"),
                        (["--memory-budget-mib", "-1"], "--memory-budget-mib non-negative"),

@@ -5,7 +5,9 @@ Set ``ERWIN_REFERENCE`` to a checkout of https://github.com/maxxxzdn/erwin to ru
 import importlib.util
 import os
 
-_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "_reference.py")
+from support import ROOT
+
+_SOURCE = os.path.join(ROOT, "benchmarks", "_reference.py")
 _spec = importlib.util.spec_from_file_location("torch_geometric_erwin_benchmarks_reference", _SOURCE)
 _module = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_module)

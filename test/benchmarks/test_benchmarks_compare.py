@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
+
 SCRIPT = os.path.join(ROOT, "benchmarks", "compare.py")
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
 MODELS = ["erwin", "mpnn", "transolver", "pointnet2", "ptv3"]
@@ -15,7 +16,7 @@ MODELS = ["erwin", "mpnn", "transolver", "pointnet2", "ptv3"]
 
 def backbone_parameters(task, model):
     """Parameters of the backbone the example builds for ``--model model`` (its encoder's width as input)."""
-    from test_examples import load_example
+    from support.examples import load_example
     module = load_example(task)
     experiment = module.EXPERIMENT
     width = module.C_IN if task == "nbody" else 64  # geo_fno_experiment's encoder width

@@ -1,5 +1,4 @@
 """Every example: two training steps and one evaluation on fixture data; bad command lines."""
-import importlib.util
 import json
 import math
 import os
@@ -8,41 +7,20 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "examples")
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from support import ROOT
+from support.examples import ALL_EXAMPLES, ERWIN_ONLY, EXAMPLES, load_example
+from support.examples import fast_args as _fast_args, run_example as _run
 
 #: A small generated N-body set (the example's data are generated on first use).
 NBODY_SMALL = ["--num-train", "4", "--num-eval", "2", "--num-particles", "48"]
 #: Examples whose data is generated, not read: no missing-root or bad-layout errors to check.
 GENERATED = {"nbody", "large_cloud"}
-#: Examples that train Erwin only (their clouds carry no graph for the MPNN baseline).
-ERWIN_ONLY = {"large_cloud"}
-#: Examples with a command line of their own rather than the experiment runner's, tested in their own files.
-STANDALONE = {"sharded_cloud"}
-ALL_EXAMPLES = sorted(f[:-3] for f in os.listdir(EXAMPLES) if f.endswith(".py") and f[:-3] not in STANDALONE)
 
 
 def _this_checkout():
     """The environment of a script run in a subprocess that imports this checkout's package (a script's
     own folder comes first on its path, so the package is otherwise whichever one is installed)."""
     return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-
-
-def _run(name, argv):
-    return load_example(name).run(load_example(name).EXPERIMENT, argv)
-
-
-def _fast_args(tmp_path, model):
-    return ["--model", model, "--steps", "2", "--val-every", "2", "--batch-size", "2",
-            "--out", str(tmp_path / "out"), "--no-progress", "--no-tensorboard", "--seed", "1", "--eval-limit", "2"]
 
 
 def test_every_example_has_synthetic_data():

@@ -10,7 +10,7 @@ from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import Compose
 
-from dataset_files import processed_files
+from support.datasets import processed_files
 from torch_geometric_erwin.datasets.eagle import EAGLE
 from torch_geometric_erwin.testing import write_eagle, write_polymer_md
 from torch_geometric_erwin.datasets.polymer_md import PolymerMD

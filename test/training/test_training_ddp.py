@@ -1,6 +1,5 @@
 """Data-parallel training under a gloo process group on CPU (two processes)."""
 import os
-import socket
 
 import pytest
 import torch
@@ -9,7 +8,9 @@ import torch.multiprocessing as mp
 from torch_geometric_erwin.training import (Trainer, TrainConfig, destroy_distributed, init_distributed,
                                             seed_everything)
 
-from training_utils import toy_graphs, toy_task
+from support import ROOT
+from support.distributed import free_port
+from support.training import toy_graphs, toy_task
 
 STEPS = 4
 
@@ -40,55 +41,15 @@ def _worker(rank, world_size, port, out_dir, stop_at, result_dir):
         destroy_distributed(context)
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _gloo_preflight(rank, world_size, port):
-    """Plain torch.distributed, none of our code: a failure here is the machine's, not ours."""
-    import datetime
-
-    import torch.distributed as dist
-
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=30))
-    total = torch.ones(1)
-    dist.all_reduce(total)
-    dist.barrier()
-    dist.destroy_process_group()
-    assert int(total) == world_size
-
-
-@pytest.fixture(scope="module")
-def gloo_works():
-    """Skip (with the reason) where two local processes cannot form a gloo group at all, e.g. a sandbox
-    without a loopback interface. Runs in a subprocess with a deadline, so nothing can hang the suite."""
-    import subprocess
-    import sys
-
-    code = ("import sys, torch.multiprocessing as mp; sys.path.insert(0, sys.argv[1]); "
-            "import test_training_ddp as t; mp.spawn(t._gloo_preflight, args=(2, t._free_port()), nprocs=2)")
-    try:
-        result = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))],
-                                capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        pytest.skip("two local gloo processes did not connect within 120 s on this machine")
-    if result.returncode != 0:
-        pytest.skip(f"two local gloo processes cannot connect on this machine: {result.stderr[-500:]}")
-
-
 def _spawn(tmp_path, out_dir, stop_at=None):
     result_dir = tmp_path / "results"
     result_dir.mkdir(exist_ok=True)
-    mp.spawn(_worker, args=(2, _free_port(), str(out_dir), stop_at, str(result_dir)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out_dir), stop_at, str(result_dir)), nprocs=2, join=True)
     return [torch.load(result_dir / f"rank{r}.pt") for r in range(2)]
 
 
-# Two gloo processes, ~15 s. This once used up a whole CI run: ranks deadlocked while tearing down their
-# process group (see distributed._RECENT_COLLECTIVES). The deadline turns any new hang into a failure.
+# Two gloo processes, ~15 s. Ranks that deadlock while tearing down their process group (see
+# distributed._RECENT_COLLECTIVES) would use up the whole CI run: the deadline turns a hang into a failure.
 @pytest.mark.timeout(300)
 def test_two_processes_match_one_process_and_resume_on_one(tmp_path, gloo_works):
     ranks = _spawn(tmp_path, tmp_path / "ddp")
@@ -115,9 +76,8 @@ def test_torchrun_runs_an_example_on_two_processes(tmp_path):
 
     from torch_geometric_erwin.testing import write_polymer_md
     write_polymer_md(str(tmp_path / "data" / "raw"))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               os.path.join(root, "examples", "md.py"), "--data", str(tmp_path / "data"), "--seq-len", "4",
+               os.path.join(ROOT, "examples", "md.py"), "--data", str(tmp_path / "data"), "--seq-len", "4",
                "--model", "mpnn", "--steps", "4", "--val-every", "2", "--batch-size", "2", "--device", "cpu",
                "--out", str(tmp_path / "out"), "--no-progress"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
