@@ -25,7 +25,7 @@ def sdist(tmp_path_factory):
 
 def test_sdist_carries_sources_and_tests(sdist):
     for name in ("csrc/bindings.cpp", "csrc/ball_tree.h", "torch_geometric_erwin/py.typed", "CITATION.cff",
-                 "LICENSE", "test/conftest.py", "test/tree/test_tree_validation.py", "examples/nbody.py",
+                 "LICENSE", "test/conftest.py", "test/test_checks.py", "examples/nbody.py",
                  "benchmarks/model.py", "docs/index.md"):
         assert (sdist / name).is_file(), name
     assert not list(sdist.rglob("*.so")) and not list(sdist.rglob("__pycache__"))
@@ -35,7 +35,7 @@ def test_sdist_tests_run(sdist):
     # the unpacked package (PyTorch engine: nothing is compiled there) runs its own test module
     env = {**os.environ, "TORCH_GEOMETRIC_ERWIN_ENGINE": "torch"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "test/tree/test_tree_validation.py", "-k", "not thread_count"],
+                           "test/test_checks.py", "-k", "not thread_count"],
                           cwd=sdist, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout

@@ -5,8 +5,9 @@ eval mode, ``torch.no_grad``) or one training step (forward, loss, backward) of 
 top of its parameters and inputs, end to end: the ball tree, the embedding's graph and the
 transformer. It counts the tensors the implementation keeps alive at its peak, level by level,
 from the model's configuration, and multiplies the count by :data:`SAFETY`, so that it is meant
-as an upper bound: peaks measured on ``md-small`` from 2^12 to 2^16 points (``benchmarks/scale.py``,
-the docs' "Large systems") lie between 0.55 and 0.79 of it.
+as an upper bound: the peaks measured on ``md-small`` (``benchmarks/scale.py``, the docs' "Large
+systems"; inference from 2^12 to 2^23 points, a training step to 2^18, a checkpointed one to 2^20)
+lie between 0.48 and 0.79 of it.
 
 With :math:`S_l` slots at level :math:`l` (the tree's padded leaves pooled by the strides before
 it), widths :math:`C_l`, ball sizes :math:`m_l`, :math:`b_l` blocks (encoder and decoder),
@@ -15,14 +16,16 @@ it), widths :math:`C_l`, ball sizes :math:`m_l`, :math:`b_l` blocks (encoder and
 
 .. math::
     M_{graph} &= E\,(16 + e D) \cdot (2 \text{ in training, else } 1) \\
-    G_l &= e\, S_l\, (m_l + D) \qquad \text{(one order's ball distances and relative positions)} \\
+    G_l &= e\, S_l\, (\delta_l m_l + D) \qquad \text{(one order's relative positions, and ball distances)} \\
     M_{infer} &= \max_l \Big(\sum_{j<l} e S_j C_j + e\, a_{inf} S_l C_l + G_l\Big) \\
     M_{train} &= \sum_l \big(b_l\, e\, a_{train} S_l C_l + R\, G_l\big) + \max_l e\, a_{grad} S_l C_l
         + M_{pool} + \sum_{l<L-1} e S_l C_l \\
     M_{ckpt} &= \sum_l b_l\, e S_l C_l + \max_l \big(e\,(a_{train} + a_{grad}) S_l C_l + G_l\big)
         + M_{pool} + \sum_{l<L-1} e S_l C_l
 
-plus the tree's orders and the embedding's activations, with :math:`a_{inf}` =
+plus the tree's orders and the embedding's activations, with :math:`\delta_l = 0` where the C++
+ball-attention kernel takes the level (it forms each ball's distances in a thread buffer) and 1
+where a PyTorch path writes the ``[balls, m, m]`` distances out, :math:`a_{inf}` =
 :data:`INFERENCE_FLOATS`, :math:`a_{train}` = :data:`TRAINING_FLOATS`, :math:`a_{grad}` =
 :data:`GRADIENT_FLOATS`; the total is multiplied by :data:`SAFETY`. It models the CPU float32
 path with the C++ kernels; the PyTorch fallbacks keep more (the written-out training attention
@@ -36,16 +39,17 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-#: Floats per channel and slot a block keeps for its backward pass: input, the two RMSNorm
-#: outputs, the attention input, ``qkv`` (3), the attention output and projection, the residual
-#: sum, SwiGLU's ``[S, 2 * 4C]`` pre-activations (8) and the output, and the rotated blocks'
-#: permuted copies (2, averaged over the blocks).
-TRAINING_FLOATS = 19
-#: Floats per channel and slot of one level's working set without autograd. Counting a block's
-#: tensors (the norms' outputs, the attention input, ``qkv``, the attention output, its projection,
-#: the residual sums and the rotated blocks' permuted copies) gives 12; the measured inference peaks
-#: of ``md-small`` need 18, for temporaries that this count leaves out.
-INFERENCE_FLOATS = 18
+#: Floats per channel and slot a block keeps for its backward pass, fitted to the measured training
+#: peaks of ``md-small`` (a constant 0.67 of the estimate from 2^12 to 2^18 points): fewer than the
+#: 19 that a count of the tensors autograd could keep gives (input, the two RMSNorm outputs, the
+#: attention input, ``qkv`` (3), the attention output and projection, the residual sum, SwiGLU's
+#: ``[S, 2 * 4C]`` pre-activations (8) and output, the rotated blocks' permuted copies), because the
+#: fused kernels save their inputs instead of some of these outputs.
+TRAINING_FLOATS = 16
+#: Floats per channel and slot of one level's working set without autograd: a block's tensors (the
+#: norms' outputs, the attention input, ``qkv``, the attention output, its projection, the residual
+#: sums and the rotated blocks' permuted copies).
+INFERENCE_FLOATS = 12
 #: Floats per channel and slot of one block's gradients in the backward pass (its input's, the
 #: ``qkv`` gradient and SwiGLU's pre-activation gradient), alive while the block's backward runs.
 GRADIENT_FLOATS = 14
@@ -56,7 +60,7 @@ EMBEDDING_FLOATS = 6
 POOLING_FLOATS = 4
 #: The count of live tensors is multiplied by this, for the allocator's slack, PyTorch's temporaries
 #: and the small tensors the count leaves out: chosen so that the estimate stays above every peak
-#: measured on ``md-small`` from 2^12 to 2^16 points (see the docs' "Large systems").
+#: measured on ``md-small`` (see the docs' "Large systems").
 SAFETY = 1.5
 
 
@@ -64,6 +68,16 @@ def _slots_per_graph(num_nodes: Sequence[int], padding: str, grain: int) -> int:
     from torch_geometric_erwin.tree import engine
     ptr = torch.tensor([0, *num_nodes], dtype=torch.int64).cumsum(0)
     return int(engine.slot_ptr(ptr, padding, grain)[-1])
+
+
+def _kernel_attends(model, level: int) -> bool:
+    """Whether the C++ ball-attention kernel takes the level (float32), which forms each ball's distances
+    in a thread buffer instead of a ``[balls, m, m]`` tensor."""
+    from torch_geometric_erwin.ops._extension import table
+    kernel = table("ball_attention")
+    head_width = model.hidden_channels[level] // model.enc_num_heads[level]
+    return (bool(kernel) and model.embedding.lin.weight.dtype == torch.float32
+            and model.ball_sizes[level] % kernel["ball_size_multiple"] == 0 and head_width in kernel["head_widths"])
 
 
 def _edges_per_node(model) -> int:
@@ -119,8 +133,9 @@ def estimate_erwin_memory(model, num_nodes: Union[int, Sequence[int]], training:
     tree = slots[0] * (8 + 1 + element * dim) + orders * sum(slots) * 8 + nodes * 8
     embedding = nodes * widths[0] * element * (EMBEDDING_FLOATS * model.mp_steps if training else 3)
 
-    def geometry(level: int, copies: int) -> int:  # distances and relative positions of the balls
-        return copies * slots[level] * (model.ball_sizes[level] + dim) * element
+    def geometry(level: int, copies: int) -> int:  # relative positions, and distances off the kernel's path
+        distances = 0 if _kernel_attends(model, level) else model.ball_sizes[level]
+        return copies * slots[level] * (distances + dim) * element
 
     def activations(level: int, floats: int) -> int:
         return slots[level] * widths[level] * floats * element
