@@ -139,7 +139,7 @@ def test_polymer_md_bad_arguments(tmp_path):
 def test_polymer_md_loader_with_tree_transforms(tmp_path):
     raw = write_polymer_md(str(tmp_path / "raw"))
     transform = Compose([BallTreeTransform(ball_sizes=[4, 4], strides=[2]),
-                         RotatedTreeTransform(angle=45, ball_sizes=[4, 4], strides=[2])])
+                         RotatedTreeTransform(rotate=45, ball_sizes=[4, 4], strides=[2])])
     dataset = PolymerMD(str(tmp_path), split="train", transform=transform)
     loader = DataLoader(dataset, batch_size=4, shuffle=False)
     batch = next(iter(loader))
@@ -352,7 +352,7 @@ def test_eagle_bad_arguments(tmp_path):
 def test_eagle_loader_with_tree_transforms(tmp_path):
     write_eagle(str(tmp_path / "raw"))
     transform = Compose([BallTreeTransform(ball_sizes=[4, 4], strides=[2]),
-                         RotatedTreeTransform(angle=45, ball_sizes=[4, 4], strides=[2])])
+                         RotatedTreeTransform(rotate=45, ball_sizes=[4, 4], strides=[2])])
     single = EAGLE(str(tmp_path), split="train", window_length=3, window_start=2)
     dataset = EAGLE(str(tmp_path), split="train", window_length=3, window_start=2, transform=transform)
     batch = next(iter(DataLoader(dataset, batch_size=3)))

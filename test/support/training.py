@@ -31,7 +31,7 @@ def toy_graphs(count: int, seed: int = 0, dim: int = 2, sizes=(12, 20)) -> list:
 
 
 def toy_task(dim: int = 2, hidden: int = 16, loss: str = "mse") -> NodeRegression:
-    backbone = MPNN(8, hidden, num_layers=2, dim=dim)
+    backbone = MPNN(8, hidden, num_layers=2, dimensionality=dim)
     encoder = InputEncoder(["x", "pos"], 1 + dim, 8)
     return NodeRegression(backbone, encoder, dim, loss=loss)
 

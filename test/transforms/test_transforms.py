@@ -56,7 +56,7 @@ def test_repr():
     assert repr(BallTreeTransform(BALLS, STRIDES)) == \
         "BallTreeTransform(ball_sizes=[16, 8], strides=[2], padding='pow2')"
     assert repr(RotatedTreeTransform(30, BALLS, STRIDES, "compact")) == \
-        "RotatedTreeTransform(angle=30.0, ball_sizes=[16, 8], strides=[2], padding='compact')"
+        "RotatedTreeTransform(rotate=30.0, ball_sizes=[16, 8], strides=[2], padding='compact')"
     assert repr(BallTreeTransform()) == "BallTreeTransform(padding='pow2')"
 
 
@@ -64,7 +64,7 @@ def test_functional_transform_registered():
     from torch_geometric.data.datapipes import DatasetAdapter
 
     dataset = DatasetAdapter(graphs(sizes=(10, 20)))
-    transformed = dataset.ball_tree(ball_sizes=BALLS, strides=STRIDES).rotated_tree(angle=45, ball_sizes=BALLS,
+    transformed = dataset.ball_tree(ball_sizes=BALLS, strides=STRIDES).rotated_tree(rotate=45, ball_sizes=BALLS,
                                                                                     strides=STRIDES)
     first = next(iter(transformed))
     # 10 nodes padded to the granularity max(16, 8 * 2) = 16 slots
@@ -75,8 +75,10 @@ def test_mismatched_configuration_is_caught():
     data = BallTreeTransform()(graphs(sizes=(20,))[0])  # padded for no balls: 32 slots
     with pytest.raises(ValueError, match=r"tree built with ball_sizes=None but the model uses ball_sizes=\[64\]"):
         BallTree.from_data(data, [64], [])
-    with pytest.raises(ValueError, match="angle must be a finite, non-zero"):
+    with pytest.raises(ValueError, match="rotate must be a finite, non-zero"):
         RotatedTreeTransform(0)
+    with pytest.warns(DeprecationWarning, match=r"now RotatedTreeTransform\(rotate=...\)"):
+        assert RotatedTreeTransform(angle=30).rotate == 30.0
     with pytest.raises(ValueError, match="padding must be one of"):
         BallTreeTransform(padding="tight")
     with pytest.raises(ValueError, match="needs data.pos"):

@@ -131,7 +131,7 @@ def mpnn_backbone(in_channels: int, size: str, experiment: "Experiment") -> nn.M
     """The MPNN baseline at the width and depth of :data:`MPNN_SIZES`."""
     from torch_geometric_erwin.nn.models.mpnn import MPNN
     hidden, layers = MPNN_SIZES[size]
-    return MPNN(in_channels, hidden, layers, dim=experiment.dim)
+    return MPNN(in_channels, hidden, layers, dimensionality=experiment.dim)
 
 
 def baseline_backbone(module: str, name: str) -> BackboneFactory:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Sequence
 
 from torch_geometric.data import Data
@@ -19,7 +20,7 @@ class RotatedTreeTransform(BaseTransform):
 
     For every level :math:`l` of the model, ``data.tree_rotated_<l>`` is a
     permutation of that level's slots: the leaves of the ball tree, rotated by
-    ``angle`` degrees and mean-pooled by the strides of the earlier levels, are
+    ``rotate`` degrees and mean-pooled by the strides of the earlier levels, are
     re-partitioned into balls of ``ball_sizes[l]``. The permutations are local
     to each graph; :meth:`BallTree.from_data` offsets them after collation.
     Reuses ``data.tree_index`` when a :class:`BallTreeTransform` ran before
@@ -27,18 +28,25 @@ class RotatedTreeTransform(BaseTransform):
     otherwise attaches the tree as well. Records the angle in ``data.tree_build``.
 
     Args:
-        angle (float, optional): rotation angle in degrees. (default: :obj:`45.`)
+        rotate (float, optional): rotation angle in degrees, not 0; the models' ``rotate``.
+            (default: :obj:`45.`)
         ball_sizes (List[int], optional): ball size per level. Without it a
             single level is assumed (a model without pooling).
         strides (List[int], optional): pooling strides, ``len(ball_sizes) - 1``.
         padding (str, optional): ``"pow2"`` or ``"compact"``, as for the tree.
+        angle (float, optional): the former name of ``rotate`` (deprecated).
     """
-    def __init__(self, angle: float = 45.0, ball_sizes: Optional[Sequence[int]] = None,
-                 strides: Optional[Sequence[int]] = None, padding: str = "pow2") -> None:
-        if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not math.isfinite(angle) \
-                or angle == 0:
-            raise ValueError(f"angle must be a finite, non-zero number of degrees, got {angle!r}")
-        self.angle = float(angle)
+    def __init__(self, rotate: float = 45.0, ball_sizes: Optional[Sequence[int]] = None,
+                 strides: Optional[Sequence[int]] = None, padding: str = "pow2", *,
+                 angle: Optional[float] = None) -> None:
+        if angle is not None:
+            warnings.warn("RotatedTreeTransform(angle=...) is now RotatedTreeTransform(rotate=...), the name the "
+                          "models and build_ball_tree use", DeprecationWarning, stacklevel=2)
+            rotate = angle
+        if isinstance(rotate, bool) or not isinstance(rotate, (int, float)) or not math.isfinite(rotate) \
+                or rotate == 0:
+            raise ValueError(f"rotate must be a finite, non-zero number of degrees, got {rotate!r}")
+        self.rotate = float(rotate)
         self.tree_transform = BallTreeTransform(ball_sizes or [1], strides, padding)
         self.ball_sizes, self.strides = self.tree_transform.ball_sizes, self.tree_transform.strides
         self.padding = padding
@@ -47,10 +55,10 @@ class RotatedTreeTransform(BaseTransform):
         if getattr(data, INDEX_KEY, None) is None:
             data = self.tree_transform(data)
         tree = BallTree.from_data(data, self.ball_sizes, self.strides, self.padding)
-        tree.rotated, tree.rotate = rotated_partitions(data.pos, tree, self.angle), self.angle
+        tree.rotated, tree.rotate = rotated_partitions(data.pos, tree, self.rotate), self.rotate
         tree.local_rotations().attach(data)
         return data
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(angle={self.angle}, "
+        return (f"{self.__class__.__name__}(rotate={self.rotate}, "
                 f"{_describe(self.ball_sizes, self.strides, self.padding)})")

@@ -165,7 +165,7 @@ class BallTree:
                                  f"{name}={show(wanted)}{fix}")
         if rotate is not None and self.rotate != rotate:
             built = "an unknown angle" if self.rotate is None else (
-                "no rotation" if self.rotate == 0 else f"angle={self.rotate:g}")
+                "no rotation" if self.rotate == 0 else f"rotate={self.rotate:g}")
             raise ValueError(f"tree built with {built} but the model rotates by {rotate:g}{fix}")
 
     def check_positions(self, pos: Tensor) -> None:
@@ -299,7 +299,7 @@ class BallTree:
                 raise ValueError(f"the data carries {len(rotated)} rotated levels but its trees have "
                                  f"{len(ball_sizes)}: rebuild them with RotatedTreeTransform")
         if record["rotate"] and not rotated:
-            raise ValueError(f"the build record gives angle={record['rotate']:g} but the data has no "
+            raise ValueError(f"the build record gives rotate={record['rotate']:g} but the data has no "
                              "tree_rotated_<l> attributes: rebuild them with RotatedTreeTransform")
         device = index.device
         return cls(index=index, mask=mask, ptr=ptr.to(device), node_ptr=node_ptr.to(device),
@@ -312,7 +312,7 @@ def tree_fix(tree_config: dict, rotate: Optional[float], from_data: bool) -> str
     if not from_data:
         return ("build it with model.build_tree(pos, batch), or build_ball_tree(pos, batch"
                 f"{', rotate=model.rotate' if rotate else ''}, **model.tree_config)")
-    name = "RotatedTreeTransform(angle=model.rotate, " if rotate else "BallTreeTransform("
+    name = "RotatedTreeTransform(rotate=model.rotate, " if rotate else "BallTreeTransform("
     return (f"use {name}**model.tree_config), here "
             f"{_transform_call(tree_config['ball_sizes'], tree_config['strides'], tree_config['padding'], rotate)}")
 
@@ -325,11 +325,11 @@ def has_tree_attributes(data) -> bool:
                for key in data.keys())
 
 
-def _transform_call(ball_sizes, strides, padding: str, angle: Optional[float] = None) -> str:
+def _transform_call(ball_sizes, strides, padding: str, rotate: Optional[float] = None) -> str:
     config = f"ball_sizes={None if ball_sizes is None else list(ball_sizes)}, " \
              f"strides={None if strides is None else list(strides)}, padding={padding!r}"
-    if angle:
-        return f"RotatedTreeTransform(angle={angle:g}, {config})"
+    if rotate:
+        return f"RotatedTreeTransform(rotate={rotate:g}, {config})"
     return f"BallTreeTransform({config})"
 
 

@@ -222,7 +222,7 @@ EDGE = torch.tensor([[0, 1], [1, 0]])
 
 
 def mpnn():
-    return MPNN(F, 8, 2, out_channels=OUT, dim=D)
+    return MPNN(F, 8, 2, out_channels=OUT, dimensionality=D)
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
@@ -358,7 +358,7 @@ def test_reset_parameters_and_repr(name):
     for key, value in model.state_dict().items():
         assert torch.equal(value, first[key]), key
     text = repr(model)
-    assert text.startswith(type(model).__name__ + f"({F}, {OUT}") and f"dim={D}" in text
+    assert text.startswith(type(model).__name__ + f"({F}, {OUT}") and f"dimensionality={D}" in text
 
 
 @pytest.mark.parametrize("module, cls", [("transolver", Transolver), ("pointnet2", PointNet2),

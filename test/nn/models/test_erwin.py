@@ -81,7 +81,7 @@ def test_rows_in_input_order_and_permutation_equivariance():
 def test_batch_equals_each_graph_alone_and_attributes_equal_on_the_fly():
     model = randomise_batch_norm(small_model()).eval()
     transform = T.Compose([BallTreeTransform(**model.tree_config),
-                           RotatedTreeTransform(angle=model.rotate, **model.tree_config)])
+                           RotatedTreeTransform(rotate=model.rotate, **model.tree_config)])
     sizes = [3, 1, 40, 17, 64]  # one-node and tiny graphs are padded up to a whole ball
     graphs = [make_graph(n, seed) for seed, n in enumerate(sizes)]
     batch = next(iter(DataLoader([transform(g.clone()) for g in graphs], batch_size=len(graphs))))
@@ -372,9 +372,9 @@ def _transformed(graphs, angle=45.0, ball_sizes=(8, 4), strides=(2,), padding="p
 
 
 @pytest.mark.parametrize("build, message", [
-    (dict(angle=30.0), r"tree built with angle=30 but the model rotates by 45: use "
-                       r"RotatedTreeTransform\(angle=model.rotate, \*\*model.tree_config\), here "
-                       r"RotatedTreeTransform\(angle=45, ball_sizes=\[8, 4\], strides=\[2\], padding='pow2'\)"),
+    (dict(angle=30.0), r"tree built with rotate=30 but the model rotates by 45: use "
+                       r"RotatedTreeTransform\(rotate=model.rotate, \*\*model.tree_config\), here "
+                       r"RotatedTreeTransform\(rotate=45, ball_sizes=\[8, 4\], strides=\[2\], padding='pow2'\)"),
     (dict(ball_sizes=(16, 8)), r"tree built with ball_sizes=\[16, 8\] but the model uses ball_sizes=\[8, 4\]"),
     (dict(padding="compact"), r"tree built with padding='compact' but the model uses padding='pow2'"),
     (dict(strides=(1,)), r"tree built with strides=\[1\] but the model uses strides=\[2\]"),

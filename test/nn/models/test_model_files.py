@@ -16,7 +16,7 @@ ERWIN = dict(hidden_channels=[8, 16], ball_sizes=[8, 4], enc_num_heads=[2, 4], e
 MODELS = {"erwin": lambda: Erwin(6, **ERWIN, out_channels=3),
           "nsa": lambda: ErwinNSA(6, channels=16, depth=2, num_heads=2, compress_ball_size=4, local_ball_size=8,
                                   num_selected=2, dimensionality=2, mp_steps=1, query_chunk_size=16),
-          "mpnn": lambda: MPNN(6, 16, 2, out_channels=3, dim=2)}
+          "mpnn": lambda: MPNN(6, 16, 2, out_channels=3, dimensionality=2)}
 
 
 def _graph(n=40, seed=0):
@@ -46,7 +46,7 @@ def test_config_records_every_constructor_argument_with_defaults():
     model = Erwin.from_preset("md-small", in_channels=7)
     assert model.config["in_channels"] == 7 and model.config["padding"] == "pow2" and model.config["knn"] == 16
     assert type(model)(**model.config).config == model.config
-    assert MPNN(4, 8, 2).config == dict(in_channels=4, hidden_channels=8, num_layers=2, out_channels=None, dim=3,
+    assert MPNN(4, 8, 2).config == dict(in_channels=4, hidden_channels=8, num_layers=2, out_channels=None, dimensionality=3,
                                         mlp_layers=2, aggr="mean")
 
 
@@ -77,7 +77,7 @@ class _Scaled(MPNN):
     """A user's subclass: its own constructor's arguments are the configuration."""
 
     def __init__(self, scale: float, act: torch.nn.Module = None):
-        super().__init__(6, 8, 1, dim=2)
+        super().__init__(6, 8, 1, dimensionality=2)
         self.scale, self.act = scale, act
 
 
@@ -113,3 +113,14 @@ def test_trainer_checkpoints_rebuild_the_backbone(tmp_path):
     task.train()
     with pytest.raises(ValueError, match="holds a model of class Erwin, not MPNN"):
         MPNN.from_checkpoint(trainer.best_path)
+
+
+def test_mpnn_files_of_version_0_1_load(tmp_path):
+    """Model files that recorded the MPNN's spatial dimension as ``dim`` load under its current name."""
+    model = MPNN(6, 16, 2, out_channels=3, dimensionality=2)
+    model.save(tmp_path / "mpnn.pt")
+    payload = torch.load(tmp_path / "mpnn.pt", weights_only=True)
+    payload["config"]["dim"] = payload["config"].pop("dimensionality")
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = MPNN.from_checkpoint(tmp_path / "old.pt")
+    assert loaded.dimensionality == 2 and loaded.config == model.config

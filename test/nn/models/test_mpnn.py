@@ -78,5 +78,5 @@ def test_parameter_count_is_the_references(in_channels, hidden, layers, mlp_laye
 
     per_step = mlp(3 * hidden) + mlp(2 * hidden) + 2 * 2 * hidden
     expected = linear(in_channels, hidden) + linear(dim, hidden) + layers * per_step - 2 * hidden
-    model = MPNN(in_channels, hidden, layers, dim=dim, mlp_layers=mlp_layers)
+    model = MPNN(in_channels, hidden, layers, dimensionality=dim, mlp_layers=mlp_layers)
     assert sum(p.numel() for p in model.parameters()) == expected

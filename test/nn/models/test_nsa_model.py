@@ -60,7 +60,7 @@ def test_rows_in_input_order():
 def test_batch_equals_graphs_alone_and_transform_attributes_equal_on_the_fly():
     model = small_model(out_channels=2).eval()
     graphs = [make_graph(n, seed) for seed, n in enumerate([40, 7, 29])]
-    transform = RotatedTreeTransform(angle=model.rotate, **model.tree_config)
+    transform = RotatedTreeTransform(rotate=model.rotate, **model.tree_config)
     transformed = [transform(BallTreeTransform(**model.tree_config)(g.clone())) for g in graphs]
     batch = Batch.from_data_list(transformed)
     with torch.no_grad():
@@ -202,16 +202,16 @@ def test_trees_built_otherwise_or_for_other_positions_are_refused():
     graphs = [make_graph(40, 0), make_graph(29, 1)]
     region = model.tree_config["ball_sizes"]
     for angle, ball_sizes, message in (
-            (30.0, region, r"tree built with angle=30 but the model rotates by 45: use RotatedTreeTransform"),
+            (30.0, region, r"tree built with rotate=30 but the model rotates by 45: use RotatedTreeTransform"),
             (45.0, [2 * region[0]], r"tree built with ball_sizes=\[32\] but the model uses ball_sizes=\[16\]")):
-        transform = RotatedTreeTransform(angle=angle, ball_sizes=ball_sizes, strides=[])
+        transform = RotatedTreeTransform(rotate=angle, ball_sizes=ball_sizes, strides=[])
         with pytest.raises(ValueError, match=message):
             model(Batch.from_data_list([transform(g.clone()) for g in graphs]))
     first, second = Batch.from_data_list(graphs), Batch.from_data_list([make_graph(40, 2), make_graph(29, 3)])
     tree = model.build_tree(first.pos, first.batch)
     with pytest.raises(ValueError, match="the tree does not fit these positions"):
         model(second.x, second.pos, second.batch, second.edge_index, tree=tree)
-    partial = RotatedTreeTransform(angle=45.0, **model.tree_config)(make_graph(40, 0))
+    partial = RotatedTreeTransform(rotate=45.0, **model.tree_config)(make_graph(40, 0))
     del partial.tree_mask
     with pytest.raises(ValueError, match="partial tree attributes"):
         model(partial)

@@ -96,7 +96,7 @@ class BallTreeModel(nn.Module):
 
         transforms = [BallTreeTransform(**self.tree_config)]
         if self.tree_rotation is not None:
-            transforms.append(RotatedTreeTransform(angle=self.tree_rotation, **self.tree_config))
+            transforms.append(RotatedTreeTransform(rotate=self.tree_rotation, **self.tree_config))
         return T.Compose(transforms)
 
     def forward(self, x: Union[Tensor, BaseData], pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,

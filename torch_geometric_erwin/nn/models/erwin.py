@@ -274,7 +274,7 @@ class Erwin(Configurable, BallTreeModel):
     @property
     def tree_config(self) -> dict:
         """Arguments of the ball tree this model runs on, for
-        :class:`~torch_geometric_erwin.transforms.BallTreeTransform` (add ``angle=model.rotate`` for
+        :class:`~torch_geometric_erwin.transforms.BallTreeTransform` (add ``rotate=model.rotate`` for
         :class:`~torch_geometric_erwin.transforms.RotatedTreeTransform`)."""
         return dict(ball_sizes=self.ball_sizes, strides=self.strides, padding=self.padding)
 

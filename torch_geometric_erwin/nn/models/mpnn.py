@@ -106,7 +106,7 @@ class MPNN(Configurable, nn.Module):
         hidden_channels: latent width :math:`L`.
         num_layers: number of message-passing steps.
         out_channels: output width; ``None`` returns the :math:`L` latent features.
-        dim: spatial dimension :math:`D` of ``pos``.
+        dimensionality: spatial dimension :math:`D` of ``pos``.
         mlp_layers: linear layers per MLP of the interaction steps.
         aggr: neighbourhood aggregation.
 
@@ -117,25 +117,32 @@ class MPNN(Configurable, nn.Module):
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, num_layers: int,
-                 out_channels: Optional[int] = None, dim: int = 3, mlp_layers: int = 2,
+                 out_channels: Optional[int] = None, dimensionality: int = 3, mlp_layers: int = 2,
                  aggr: str = "mean"):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
-                            ("num_layers", num_layers), ("dim", dim), ("mlp_layers", mlp_layers)):
+                            ("num_layers", num_layers), ("dimensionality", dimensionality),
+                            ("mlp_layers", mlp_layers)):
             check_int(name, value)
         if out_channels is not None and (not isinstance(out_channels, int) or out_channels < 1):
             raise ValueError(f"out_channels must be a positive int or None, got {out_channels!r}")
         self.in_channels, self.hidden_channels = in_channels, hidden_channels
-        self.num_layers, self.dim = num_layers, dim
+        self.num_layers, self.dimensionality = num_layers, dimensionality
         self.out_channels = hidden_channels if out_channels is None else out_channels
         # one Linear + GELU each, as the reference's encoders
         self.node_encoder = _mlp(in_channels, hidden_channels, hidden_channels, 1, final_act=True)
-        self.edge_encoder = _mlp(dim, hidden_channels, hidden_channels, 1, final_act=True)
+        self.edge_encoder = _mlp(dimensionality, hidden_channels, hidden_channels, 1, final_act=True)
         self.layers = nn.ModuleList(
             InteractionLayer(hidden_channels, mlp_layers, aggr, update_edges=i < num_layers - 1)
             for i in range(num_layers))
         self.lin_out = None if out_channels is None else nn.Linear(hidden_channels, out_channels)
         self.reset_parameters()
+
+    @classmethod
+    def upgrade_config(cls, config):
+        if "dim" in config:  # the argument's name in model files of version 0.1
+            config["dimensionality"] = config.pop("dim")
+        return config
 
     def reset_parameters(self) -> None:
         _reset_mlp(self.node_encoder)
@@ -154,7 +161,7 @@ class MPNN(Configurable, nn.Module):
             raise ValueError("MPNN needs pos and edge_index (give a graph, e.g. from a kNN or radius "
                              "transform)")
         # Erwin's checks and messages; a batch, when given, must be sorted and hold every edge within a graph
-        check_inputs(x, pos, batch, edge_index, self.in_channels, self.dim, self.node_encoder[0].weight.dtype)
+        check_inputs(x, pos, batch, edge_index, self.in_channels, self.dimensionality, self.node_encoder[0].weight.dtype)
         h = self.node_encoder(x)
         pos = pos.to(x.dtype)  # positions of any floating dtype, as for Erwin
         e = self.edge_encoder(pos[edge_index[1]] - pos[edge_index[0]])
@@ -164,4 +171,4 @@ class MPNN(Configurable, nn.Module):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
-                f"hidden_channels={self.hidden_channels}, num_layers={self.num_layers}, dim={self.dim})")
+                f"hidden_channels={self.hidden_channels}, num_layers={self.num_layers}, dimensionality={self.dimensionality})")

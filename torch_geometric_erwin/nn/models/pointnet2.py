@@ -289,7 +289,7 @@ class PointNet2(nn.Module):
         grouping = f"radii={self.radii}" if self.radii is not None else "knn"
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
                 f"hidden_channels={self.hidden_channels}, ratios={self.ratios}, {grouping}, "
-                f"num_neighbors={self.num_neighbors}, aggr={self.aggr}, dim={self.dimensionality})")
+                f"num_neighbors={self.num_neighbors}, aggr={self.aggr}, dimensionality={self.dimensionality})")
 
 
 def size_config(size: str) -> dict:

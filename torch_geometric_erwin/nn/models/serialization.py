@@ -136,6 +136,11 @@ class Configurable:
                            "state_dict": state}, path)
 
     @classmethod
+    def upgrade_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+        """A configuration recorded by an earlier version, with the constructor's current argument names."""
+        return config
+
+    @classmethod
     def from_checkpoint(cls, path: str, map_location: Optional[str] = "cpu", strict: bool = True):
         """The model saved in ``path``: a model file (:meth:`save`) or a training checkpoint of the
         :class:`~torch_geometric_erwin.training.Trainer` (``best.pt``, ``last.pt``), whose backbone is
@@ -160,6 +165,6 @@ class Configurable:
         if record["class"] != cls.__name__:
             raise ValueError(f"{path} holds a model of class {record['class']}, not {cls.__name__}: use "
                              f"{record['class']}.from_checkpoint")
-        model = cls(**record["config"])
+        model = cls(**cls.upgrade_config(dict(record["config"])))
         model.load_state_dict(state, strict=strict)
         return model.eval()

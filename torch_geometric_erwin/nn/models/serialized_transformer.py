@@ -358,7 +358,7 @@ class SerializedTransformer(nn.Module):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
                 f"enc_channels={self.enc_channels}, dec_channels={self.dec_channels}, "
-                f"patch_size={self.patch_size}, orders={self.orders}, dim={self.dimensionality})")
+                f"patch_size={self.patch_size}, orders={self.orders}, dimensionality={self.dimensionality})")
 
 
 __all__ = ["ORDERS", "PRESETS", "Patches", "SIZES", "SerializedAttention", "SerializedBlock",

@@ -292,7 +292,7 @@ class Transolver(nn.Module):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
                 f"hidden_channels={self.hidden_channels}, num_layers={self.num_layers}, "
-                f"num_heads={self.num_heads}, num_slices={self.num_slices}, dim={self.dimensionality}"
+                f"num_heads={self.num_heads}, num_slices={self.num_slices}, dimensionality={self.dimensionality}"
                 + (", adaptive_temperature=True" if self.adaptive_temperature else "")
                 + (", gumbel=True" if self.gumbel else "") + ")")
 
