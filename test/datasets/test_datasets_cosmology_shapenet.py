@@ -12,7 +12,7 @@ import torch
 from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 
-from support.datasets import processed_files
+from support.datasets import interrupt_at, processed_files
 from torch_geometric_erwin.datasets import Cosmology, ShapeNetCar
 from torch_geometric_erwin.datasets.cosmology import decode_float_tensor, parse_example
 from torch_geometric_erwin.testing import (
@@ -255,16 +255,8 @@ def test_cosmology_corrupt_files_named(root, no_network):
 
 def test_cosmology_interrupted_process_leaves_nothing(root, no_network):
     raw = write_cosmology(osp.join(root, "raw"))
-    seen = []
-
-    def interrupt_on_second(data):
-        seen.append(data)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
-        return True
-
     with pytest.raises(KeyboardInterrupt):
-        Cosmology(root, num_samples=5, pre_filter=interrupt_on_second, log=False)
+        Cosmology(root, num_samples=5, pre_filter=interrupt_at(2), log=False)
     assert processed_files(root) == []
     dataset = Cosmology(root, num_samples=5, log=False)
     check_cosmology_sample(dataset[4], cosmology_order(raw["train"])[4])
@@ -465,16 +457,8 @@ def test_shapenet_corrupt_files_named(root):
 
 def test_shapenet_interrupted_process_leaves_nothing(root):
     raw = write_shapenet_car(osp.join(root, "raw"))
-    seen = []
-
-    def interrupt(data):
-        seen.append(data.car_id)
-        if len(seen) == 9:
-            raise KeyboardInterrupt
-        return True
-
     with pytest.raises(KeyboardInterrupt):
-        ShapeNetCar(root, pre_filter=interrupt, log=False, **FIXTURE_SPLIT)
+        ShapeNetCar(root, pre_filter=interrupt_at(9), log=False, **FIXTURE_SPLIT)
     assert processed_files(root) == []
     dataset = ShapeNetCar(root, split=None, log=False, **FIXTURE_SPLIT)
     car = list(raw)[14]

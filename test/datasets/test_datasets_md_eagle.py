@@ -10,7 +10,7 @@ from torch_geometric.io import fs
 from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import Compose
 
-from support.datasets import processed_files
+from support.datasets import interrupt_at, processed_files
 from torch_geometric_erwin.datasets.eagle import EAGLE
 from torch_geometric_erwin.testing import write_eagle, write_polymer_md
 from torch_geometric_erwin.datasets.polymer_md import PolymerMD
@@ -227,16 +227,8 @@ def test_polymer_md_bad_bonds_named(tmp_path):
 
 def test_polymer_md_interrupted_process_leaves_nothing(root):
     write_polymer_md(osp.join(root, "raw"))
-    seen = []
-
-    def interrupt_on_second(data):
-        seen.append(data.name)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
-        return True
-
     with pytest.raises(KeyboardInterrupt):
-        PolymerMD(root, split="train", pre_filter=interrupt_on_second)
+        PolymerMD(root, split="train", pre_filter=interrupt_at(2))
     assert processed_files(root) == []
     dataset = PolymerMD(root, split="train")
     assert len(dataset) == 24

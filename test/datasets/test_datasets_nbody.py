@@ -14,6 +14,8 @@ from torch_geometric_erwin.datasets.base import ProcessedFileError
 from torch_geometric_erwin.datasets.nbody import gravitational_acceleration
 from torch_geometric_erwin.transforms import BallTreeTransform, KNNGraphTransform
 
+from support.datasets import interrupt_at
+
 SMALL = dict(num_particles=100, num_graphs=(3, 2, 2), log=False)
 
 
@@ -171,17 +173,9 @@ def leftovers(folder):
 
 
 def test_interrupted_processing_leaves_nothing_loadable(tmp_path, monkeypatch):
-    seen = []
-
-    def failing_filter(data):
-        seen.append(1)
-        if len(seen) == 2:
-            raise KeyboardInterrupt("simulated interruption")
-        return True
-
     threads = torch.get_num_threads()
     with pytest.raises(KeyboardInterrupt):
-        SyntheticNBody(str(tmp_path), pre_filter=failing_filter, **SMALL)
+        SyntheticNBody(str(tmp_path), pre_filter=interrupt_at(2), **SMALL)
     assert torch.get_num_threads() == threads
     path = os.path.join(str(tmp_path), "processed", SyntheticNBody(
         f"memory://nbody-{uuid.uuid4().hex}", **SMALL).processed_file_names[0])
