@@ -73,7 +73,8 @@ def test_example_trains_two_steps_and_evaluates(name, model, tmp_path, capsys):
 
 
 def test_synthetic_sets_what_is_not_given_and_data_is_required_without_it(tmp_path):
-    from torch_geometric_erwin.training.cli import SYNTHETIC_TRAINING, UsageError, parse_args
+    from torch_geometric_erwin.training import UsageError
+    from torch_geometric_erwin.training.parser import SYNTHETIC_TRAINING, parse_args
     experiment = load_example("md").EXPERIMENT
     args = parse_args(experiment, ["--synthetic", "--out", str(tmp_path), "--steps", "3"])
     assert args.steps == 3 and args.seq_len == 4 and args.batch_size == SYNTHETIC_TRAINING["batch_size"]
@@ -87,7 +88,7 @@ def test_synthetic_sets_what_is_not_given_and_data_is_required_without_it(tmp_pa
 
 
 def test_an_interrupted_synthetic_write_leaves_no_raw_folder(tmp_path):
-    from torch_geometric_erwin.training.cli import write_synthetic_data
+    from torch_geometric_erwin.training.runner import write_synthetic_data
     experiment = load_example("airfoil").EXPERIMENT
     writer = experiment.synthetic_data
 
@@ -139,7 +140,7 @@ def _bad(name, argv, capsys):
 
 @pytest.mark.parametrize("name", sorted(set(ALL_EXAMPLES) - GENERATED))
 def test_bad_command_lines(name, tmp_path, capsys):
-    from torch_geometric_erwin.training.cli import write_synthetic_data
+    from torch_geometric_erwin.training.runner import write_synthetic_data
     data = str(tmp_path / "data")
     write_synthetic_data(load_example(name).EXPERIMENT, data)
     err = _bad(name, ["--data", data, "--size", "huge"], capsys)
