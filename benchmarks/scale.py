@@ -60,7 +60,7 @@ from nsa import run_fresh, status_mb  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin, knn_graph  # noqa: E402
 from torch_geometric_erwin.nn.models.presets import PRESETS  # noqa: E402
-from torch_geometric_erwin.training import DEFAULT_BACKBONES  # noqa: E402
+from torch_geometric_erwin.training.registry import DEFAULT_BACKBONES  # noqa: E402
 from torch_geometric_erwin.tree import build_ball_tree  # noqa: E402
 
 PRESET = "md-small"

@@ -5,7 +5,8 @@ The particles do not move (the target is the acceleration at their positions): t
 computed once, when the dataset is generated."""
 import sys
 
-from torch_geometric_erwin.training import DEFAULT_BACKBONES, Experiment, InputEncoder, NodeRegression, run
+from torch_geometric_erwin.training import Experiment, InputEncoder, NodeRegression, run
+from torch_geometric_erwin.training.registry import DEFAULT_BACKBONES
 from torch_geometric_erwin.transforms import KNNGraphTransform
 
 C_IN = 32

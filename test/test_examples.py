@@ -72,6 +72,72 @@ def test_example_trains_two_steps_and_evaluates(name, model, tmp_path, capsys):
     assert str(out) in captured.out and "| " + model in captured.out
 
 
+#: Examples whose clouds do not move between steps: trees and graphs are part of the datasets' pre_transform.
+STATIC = {"airfoil", "cosmology", "elasticity", "nbody", "pipe", "plasticity", "shapenet_car"}
+
+
+def test_static_examples_are_the_ones_declared_static():
+    for name in ALL_EXAMPLES:
+        experiment = load_example(name).EXPERIMENT
+        assert experiment.static == (name in STATIC), name
+        assert (experiment.graph is not None) == (name in STATIC), name
+
+
+def _count_tree_work(monkeypatch):
+    """Counts of the trees the ball-tree models build and of those they read from a batch."""
+    from torch_geometric_erwin.nn.models.base import BallTreeModel
+    from torch_geometric_erwin.tree import BallTree
+    counts = {"built": 0, "read": 0}
+    build, read = BallTreeModel.build_tree, BallTree.from_data.__func__
+
+    def counted_build(self, *args, **kwargs):
+        counts["built"] += 1
+        return build(self, *args, **kwargs)
+
+    def counted_read(cls, *args, **kwargs):
+        counts["read"] += 1
+        return read(cls, *args, **kwargs)
+    monkeypatch.setattr(BallTreeModel, "build_tree", counted_build)
+    monkeypatch.setattr(BallTree, "from_data", classmethod(counted_read))
+    return counts
+
+
+def _train_counting_trees(name, model, tmp_path, monkeypatch, capsys):
+    counts = _count_tree_work(monkeypatch)
+    argv = ["--synthetic", "--data", str(tmp_path / "data"), *_fast_args(tmp_path, model)]
+    assert _run(name, argv) == 0, capsys.readouterr().err
+    return counts
+
+
+def test_a_static_example_reads_the_trees_it_processed_once(tmp_path, monkeypatch, capsys):
+    """Airfoil: Erwin's training, validation and test batches carry the trees of the dataset's pre_transform
+    (no tree is built in any step); the same pre-processing later reads the processed files again; the MPNN's
+    gets a processed copy of its own, with the graph and no tree."""
+    from torch_geometric_erwin.datasets import Airfoil
+    counts = _train_counting_trees("airfoil", "erwin", tmp_path, monkeypatch, capsys)
+    assert counts["built"] == 0 and counts["read"] >= 2 + 2  # two steps, then validation and test batches
+    assert (tmp_path / "out" / "ball_tree.png").stat().st_size > 0
+
+    def processed():
+        folder = tmp_path / "data" / "processed" / "airfoil"
+        return {path.parent.name: path.stat().st_mtime_ns for path in folder.glob("pre-*/data.pt")}
+    first = processed()
+    assert len(first) == 1
+    experiment = load_example("airfoil").EXPERIMENT
+    for name in ("erwin", "mpnn"):
+        pre_transform = experiment.pre_transform(experiment.backbones[name](8, "small", experiment))
+        sample = Airfoil(str(tmp_path / "data"), split="train", pre_transform=pre_transform, log=False)[0]
+        assert ("tree_index" in sample) == (name == "erwin")
+        assert sample.edge_index.shape == (2, 8 * sample.num_nodes)  # 8 neighbours, the node itself included
+    after = processed()
+    assert len(after) == 2 and {key: after[key] for key in first} == first  # Erwin's read, not processed again
+
+
+def test_a_moving_example_builds_a_tree_in_every_step(tmp_path, monkeypatch, capsys):
+    counts = _train_counting_trees("md", "erwin", tmp_path, monkeypatch, capsys)
+    assert counts["read"] == 0 and counts["built"] >= 2 + 2
+
+
 def test_synthetic_sets_what_is_not_given_and_data_is_required_without_it(tmp_path):
     from torch_geometric_erwin.training import UsageError
     from torch_geometric_erwin.training.parser import SYNTHETIC_TRAINING, parse_args

@@ -4,14 +4,14 @@ from torch_geometric_erwin.training.checkpoint import (load_checkpoint, rng_stat
                                                        seed_everything, set_rng_state)
 from torch_geometric_erwin.training.distributed import (DistributedContext, destroy_distributed,
                                                         init_distributed, resolve_device)
-from torch_geometric_erwin.training.errors import UsageError
-from torch_geometric_erwin.training.experiment import Experiment, geo_fno_experiment, pde_training, split_views
 from torch_geometric_erwin.training.encodings import (RandomFourierFeatures, SinusoidalEncoding,
                                                       TimestepEmbedding)
+from torch_geometric_erwin.training.errors import UsageError
+from torch_geometric_erwin.training.experiment import Experiment, geo_fno_experiment, pde_training, split_views
 from torch_geometric_erwin.training.loggers import MetricLogger, Progress, read_metrics_csv
 from torch_geometric_erwin.training.metrics import (gaussian_nll, per_graph_cumulative_rmse,
                                                     per_graph_mse, per_graph_relative_l2)
-from torch_geometric_erwin.training.registry import DEFAULT_BACKBONES, MPNN_SIZES, BackboneFactory, erwin_backbone
+from torch_geometric_erwin.training.registry import erwin_backbone
 from torch_geometric_erwin.training.runner import main, run
 from torch_geometric_erwin.training.sampler import ResumableBatchSampler
 from torch_geometric_erwin.training.schedules import build_schedule, cosine_schedule, warmup_cosine_schedule
@@ -21,7 +21,7 @@ from torch_geometric_erwin.training.trainer import Trainer, TrainConfig, num_par
 
 __all__ = [
     "Experiment", "geo_fno_experiment", "pde_training", "split_views", "run", "main", "UsageError",
-    "DEFAULT_BACKBONES", "MPNN_SIZES", "BackboneFactory", "erwin_backbone",
+    "erwin_backbone",
     "Trainer", "TrainConfig", "num_parameters", "steps_for_budget",
     "cosine_schedule", "warmup_cosine_schedule", "build_schedule",
     "gaussian_nll", "per_graph_mse", "per_graph_relative_l2", "per_graph_cumulative_rmse",

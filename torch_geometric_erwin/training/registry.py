@@ -60,6 +60,7 @@ def baseline_backbone(module: str, name: str) -> BackboneFactory:
     return factory
 
 
+#: The ``--model`` choices of an experiment that lists no backbones of its own: model name -> factory.
 DEFAULT_BACKBONES: Dict[str, BackboneFactory] = {
     "erwin": erwin_backbone, "erwin-nsa": erwin_nsa_backbone, "mpnn": mpnn_backbone,
     "transolver": baseline_backbone("transolver", "Transolver"),
