@@ -127,10 +127,12 @@ def prepare_data(task: str, args, root: str) -> str:
         return args.airfoil_data
     data = os.path.join(root, task)
     if task == "airfoil":
-        from torch_geometric_erwin.datasets.fixtures_geo_fno import write_airfoil
+        from torch_geometric_erwin.testing import write_airfoil
         write_airfoil(os.path.join(data, "raw"), grid=tuple(args.airfoil_grid), smooth=True)
     spec = case_spec(task, MODELS[0], "train", data, args)
-    setup(spec)  # generates (nbody) or processes (airfoil) the files once
+    # generates (nbody) or processes (airfoil) the files of the first model's pre-processing once; a model with
+    # another (its own trees) processes its copy in its first case, before anything is measured
+    setup(spec)
     return data
 
 

@@ -110,25 +110,33 @@ def _train_counting_trees(name, model, tmp_path, monkeypatch, capsys):
 
 
 def test_a_static_example_reads_the_trees_it_processed_once(tmp_path, monkeypatch, capsys):
-    """Airfoil: Erwin's training, validation and test batches carry the trees of the dataset's pre_transform
-    (no tree is built in any step); the same pre-processing later reads the processed files again; the MPNN's
-    gets a processed copy of its own, with the graph and no tree."""
-    from torch_geometric_erwin.datasets import Airfoil
-    counts = _train_counting_trees("airfoil", "erwin", tmp_path, monkeypatch, capsys)
+    """Cosmology: Erwin's training, validation and test batches carry the trees of the dataset's pre_transform
+    (no tree is built in any step); predict and the same pre-processing later read the processed files again;
+    the MPNN's gets a processed copy of its own, with the graph and no tree."""
+    from torch_geometric_erwin.datasets import Cosmology
+    counts = _train_counting_trees("cosmology", "erwin", tmp_path, monkeypatch, capsys)
     assert counts["built"] == 0 and counts["read"] >= 2 + 2  # two steps, then validation and test batches
     assert (tmp_path / "out" / "ball_tree.png").stat().st_size > 0
 
     def processed():
-        folder = tmp_path / "data" / "processed" / "airfoil"
-        return {path.parent.name: path.stat().st_mtime_ns for path in folder.glob("pre-*/data.pt")}
+        return {path.parent.name: path.stat().st_mtime_ns
+                for path in (tmp_path / "data" / "processed").glob("pre-*/*.pt")}
     first = processed()
     assert len(first) == 1
-    experiment = load_example("airfoil").EXPERIMENT
+    # predict rebuilds the pre-processing from the checkpoint's backbone: it reads the run's processed copy
+    best = tmp_path / "out" / "erwin" / "checkpoints" / "best.pt"
+    assert _run("cosmology", ["predict", "--checkpoint", str(best), "--eval-limit", "2", "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "out" / "erwin" / "predictions" / "test_metrics.json").read_text())
+    result = json.loads((tmp_path / "out" / "erwin" / "results.json").read_text())
+    assert metrics["metrics"] == pytest.approx(result["test"], rel=1e-5) and processed() == first
+    experiment = load_example("cosmology").EXPERIMENT
     for name in ("erwin", "mpnn"):
         pre_transform = experiment.pre_transform(experiment.backbones[name](8, "small", experiment))
-        sample = Airfoil(str(tmp_path / "data"), split="train", pre_transform=pre_transform, log=False)[0]
+        sample = Cosmology(str(tmp_path / "data"), split="train", num_samples=4, pre_transform=pre_transform,
+                           log=False)[0]
         assert ("tree_index" in sample) == (name == "erwin")
-        assert sample.edge_index.shape == (2, 8 * sample.num_nodes)  # 8 neighbours, the node itself included
+        assert sample.edge_index.shape == (2, 10 * sample.num_nodes)  # the reference's 10 neighbours
+        assert not (sample.edge_index[0] == sample.edge_index[1]).any()  # without self-loops
     after = processed()
     assert len(after) == 2 and {key: after[key] for key in first} == first  # Erwin's read, not processed again
 

@@ -75,7 +75,6 @@ def with_activation_checkpointing(backbone: nn.Module, model_name: str) -> nn.Mo
     return backbone
 
 
-
 def train_models(experiment: Experiment, args: argparse.Namespace, context: DistributedContext,
                  splits_of: Callable[[str], Splits]) -> List[Dict[str, Any]]:
     """Train every ``--model`` on its ``splits_of(model_name)`` (:class:`ModelSplits`); returns one
@@ -83,6 +82,7 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
     from torch_geometric_erwin.training.plots import plot_loss_curves
     rows = []
     for model_name in args.model:
+        splits = splits_of(model_name)
         factory = experiment.backbones[model_name]
         seed_everything(args.seed)
         if getattr(args, "activation_checkpointing", False):
@@ -90,7 +90,6 @@ def train_models(experiment: Experiment, args: argparse.Namespace, context: Dist
         else:
             backbone = lambda c_in: factory(c_in, args.size, experiment)
         task = experiment.build_task(backbone, args)
-        splits = splits_of(model_name)
         out_dir = os.path.join(args.out, model_name)
         config, budget = train_config(args), None
         if model_name in getattr(args, "_resume_steps", {}):
