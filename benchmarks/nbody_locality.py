@@ -110,14 +110,14 @@ def main() -> None:
     if args.time:
         tic = time.perf_counter()
         SyntheticNBody(f"memory://nbody-time-{uuid.uuid4().hex}", split="train", num_graphs=1000,
-                       num_particles=args.num_particles, dim=args.dim, softening=args.softening,
+                       num_particles=args.num_particles, dimensionality=args.dim, softening=args.softening,
                        seed=args.seed, log=False)
         print(f"generated 1000 + {SyntheticNBody.calibration_graphs} (calibration) graphs of "
               f"{args.num_particles} particles in {time.perf_counter() - tic:.1f} s "
               f"with {torch.get_num_threads()} threads\n")
 
     dataset = SyntheticNBody(f"memory://nbody-locality-{uuid.uuid4().hex}", split="test",
-                             num_graphs=args.num_graphs, num_particles=args.num_particles, dim=args.dim,
+                             num_graphs=args.num_graphs, num_particles=args.num_particles, dimensionality=args.dim,
                              softening=args.softening, seed=args.seed, log=False)
     ks, hops, radii, balls = (16, 32, 64), 4, (0.05, 0.1, 0.2), (128, 32, 8)
     rows = {}  # name -> (predictions, neighbourhood sizes)

@@ -60,7 +60,7 @@ from nsa import run_fresh, status_mb  # noqa: E402
 
 from torch_geometric_erwin.nn import Erwin, knn_graph  # noqa: E402
 from torch_geometric_erwin.nn.models.presets import PRESETS  # noqa: E402
-from torch_geometric_erwin.training.cli import DEFAULT_BACKBONES  # noqa: E402
+from torch_geometric_erwin.training.registry import DEFAULT_BACKBONES  # noqa: E402
 from torch_geometric_erwin.tree import build_ball_tree  # noqa: E402
 
 PRESET = "md-small"
@@ -90,7 +90,7 @@ def cloud(n: int, seed: int = 0):
 
 def baseline(name: str) -> torch.nn.Module:
     """The backbone of the examples' ``--model name --size small`` on a 3-D task with the MD presets."""
-    return DEFAULT_BACKBONES[name](IN_CHANNELS, "small", SimpleNamespace(preset=PRESET.split("-")[0], dim=3))
+    return DEFAULT_BACKBONES[name](IN_CHANNELS, "small", SimpleNamespace(preset=PRESET.split("-")[0], dimensionality=3))
 
 
 def make_case(stage: str, n: int, reference_path: Optional[str]) -> Callable[[], None]:

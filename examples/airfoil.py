@@ -1,9 +1,9 @@
 """Airfoil (Geo-FNO): Mach number on the 221 x 51 C-grid around NACA airfoils, from sinusoidal
-encodings of both coordinates, trained by relative L2 (Erwin paper, Appendix C)."""
+encodings of both coordinates, trained by relative L2 (Erwin paper, Appendix C).
+Trees and the kNN graph are computed once, when the dataset is processed."""
 import sys
 
-from torch_geometric_erwin.training import InputEncoder, SinusoidalEncoding
-from torch_geometric_erwin.training.cli import geo_fno_experiment, pde_training, run
+from torch_geometric_erwin.training import InputEncoder, SinusoidalEncoding, geo_fno_experiment, pde_training, run
 
 EXPERIMENT = geo_fno_experiment(
     "airfoil", "Airfoil", __doc__,

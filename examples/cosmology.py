@@ -1,19 +1,18 @@
 """Cosmology (Quijote halo catalogues): predict every halo's velocity from the positions of the 5000
-most massive halos, trained by MSE on standardised velocities (Erwin paper, Sec. 5.1)."""
+most massive halos, trained by MSE on standardised velocities (Erwin paper, Sec. 5.1). The halos do not
+move: trees and the kNN graph are computed once, when the dataset is processed."""
 import sys
 
-from torch_geometric_erwin.training import InputEncoder, NodeRegression
-from torch_geometric_erwin.training.cli import Experiment, run
+from torch_geometric_erwin.training import Experiment, InputEncoder, NodeRegression, run
 from torch_geometric_erwin.transforms import KNNGraphTransform
 
 C_IN = {"small": 32, "medium": 64, "large": 128}
 
 
-def load(args):
+def load(args, pre_transform):
     from torch_geometric_erwin.datasets import Cosmology
     counts = {"train": args.num_samples, "val": args.num_eval_samples, "test": args.num_eval_samples}
-    # the reference's graph: 10 nearest neighbours, without self-loops
-    return tuple(Cosmology(args.data, split=split, num_samples=counts[split], transform=KNNGraphTransform(10))
+    return tuple(Cosmology(args.data, split=split, num_samples=counts[split], pre_transform=pre_transform)
                  for split in ("train", "val", "test"))
 
 
@@ -35,9 +34,11 @@ def build_task(backbone, args):
 
 
 EXPERIMENT = Experiment(
-    name="cosmology", description=__doc__, dim=3, preset="cosmology", nsa_preset="cosmology-base",
+    name="cosmology", description=__doc__, dimensionality=3, preset="cosmology", nsa_preset="cosmology-base",
     train=dict(steps=3000, batch_size=16, lr=5e-4, eta_min=1e-6, val_every=500),
     load=load, build_task=build_task, add_arguments=add_arguments,
+    # the reference's graph: 10 nearest neighbours, without self-loops
+    static=True, graph=KNNGraphTransform(10),
     synthetic_data=write_synthetic, synthetic_options=dict(num_samples=4, num_eval_samples=2),
     layout="raw/halos*{train,val,test}*.tfrecord (Zenodo 11479419, quijote_records/)")
 

@@ -1,9 +1,9 @@
 """Elasticity (Geo-FNO): stress at 972 points of a hyper-elastic unit cell with a void, from a linear
-embedding of the positions, trained by relative L2 (Erwin paper, Appendix C)."""
+embedding of the positions, trained by relative L2 (Erwin paper, Appendix C).
+Trees and the kNN graph are computed once, when the dataset is processed."""
 import sys
 
-from torch_geometric_erwin.training import InputEncoder
-from torch_geometric_erwin.training.cli import geo_fno_experiment, pde_training, run
+from torch_geometric_erwin.training import InputEncoder, geo_fno_experiment, pde_training, run
 
 EXPERIMENT = geo_fno_experiment(
     "elasticity", "Elasticity", __doc__,

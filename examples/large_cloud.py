@@ -9,8 +9,7 @@ import time
 
 import torch
 
-from torch_geometric_erwin.training import InputEncoder, NodeRegression
-from torch_geometric_erwin.training.cli import Experiment, erwin_backbone, run
+from torch_geometric_erwin.training import Experiment, InputEncoder, NodeRegression, erwin_backbone, run
 
 C_IN = 16
 #: Neighbours of the density target (the model's own graph is its ``knn``, also 16).
@@ -91,7 +90,7 @@ def check_memory(args):
         "the estimate is too cautious")
 
 
-def load(args):
+def load(args, pre_transform):  # None: the model builds the tree and the graph, which the example measures
     if args.num_points < 512:
         raise ValueError(f"--num-points must be at least 512 (the md presets' smallest tree), got {args.num_points}")
     if args.num_train < 1:
@@ -163,7 +162,7 @@ def add_arguments(parser):
 
 
 EXPERIMENT = Experiment(
-    name="large_cloud", description=__doc__, dim=3, preset="md", sizes=("small", "medium", "large"),
+    name="large_cloud", description=__doc__, dimensionality=3, preset="md", sizes=("small", "medium", "large"),
     train=dict(steps=20, batch_size=1, lr=1e-3, eta_min=1e-5, val_every=20, max_grad_norm=1.0),
     load=load, build_task=build_task, add_arguments=add_arguments, report=report,
     backbones={"erwin": erwin_backbone}, default_models=("erwin",), default_data="data/large_cloud",

@@ -1,14 +1,14 @@
 """Molecular dynamics (single-chain coarse-grained polymers): a Gaussian over each bead's next
-acceleration, trained by negative log-likelihood (Erwin paper, Sec. 5.2)."""
+acceleration, trained by negative log-likelihood (Erwin paper, Sec. 5.2). The beads move from one window
+to the next: positions move every step, so the tree is built in every forward."""
 import sys
 
-from torch_geometric_erwin.training import GaussianRegression, InputEncoder, OneHot
-from torch_geometric_erwin.training.cli import Experiment, run
+from torch_geometric_erwin.training import Experiment, GaussianRegression, InputEncoder, OneHot, run
 
 C_IN = 16  # the presets' c_in (small/medium); the encoder output width
 
 
-def load(args):
+def load(args, pre_transform):  # None: the model builds every window's tree
     from torch_geometric_erwin.datasets.polymer_md import PolymerMD
     return tuple(PolymerMD(args.data, split=split, seq_len=args.seq_len, log=False)
                  for split in ("train", "val", "test"))
@@ -30,7 +30,7 @@ def add_arguments(parser):
 
 
 EXPERIMENT = Experiment(
-    name="md", description=__doc__, dim=3, preset="md", nsa_preset="md-base",
+    name="md", description=__doc__, dimensionality=3, preset="md", nsa_preset="md-base",
     train=dict(steps=100_000, batch_size=32, lr=5e-4, eta_min=1e-7, val_every=5000),
     load=load, build_task=build_task, add_arguments=add_arguments,
     synthetic_data=write_synthetic, synthetic_options=dict(seq_len=4),

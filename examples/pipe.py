@@ -1,9 +1,9 @@
 """Pipe (Geo-FNO): horizontal velocity on a 128 x 128 curvilinear pipe grid, from LayerNorm-ed
-sinusoidal encodings of both coordinates, trained by relative L2 (Erwin paper, Appendix C)."""
+sinusoidal encodings of both coordinates, trained by relative L2 (Erwin paper, Appendix C).
+Trees and the kNN graph are computed once, when the dataset is processed."""
 import sys
 
-from torch_geometric_erwin.training import InputEncoder, SinusoidalEncoding
-from torch_geometric_erwin.training.cli import geo_fno_experiment, pde_training, run
+from torch_geometric_erwin.training import InputEncoder, SinusoidalEncoding, geo_fno_experiment, pde_training, run
 
 EXPERIMENT = geo_fno_experiment(
     "pipe", "Pipe", __doc__,

@@ -1,9 +1,9 @@
 """Plasticity (Geo-FNO): deformation of a plate hit by a die at a random one of 20 time steps, from
-the die profile, the grid positions and a time embedding, trained by relative L2 (Appendix C)."""
+the die profile, the grid positions and a time embedding, trained by relative L2 (Appendix C).
+Trees and the kNN graph are computed once, when the dataset is processed."""
 import sys
 
-from torch_geometric_erwin.training import InputEncoder, TimestepEmbedding
-from torch_geometric_erwin.training.cli import geo_fno_experiment, pde_training, run
+from torch_geometric_erwin.training import InputEncoder, TimestepEmbedding, geo_fno_experiment, pde_training, run
 
 TIME_CHANNELS = 64
 

@@ -1,6 +1,7 @@
 """One cloud sharded over processes: train Erwin on a single N-body cloud split by its ball tree's top
 levels over the ranks of torchrun, each rank holding a subtree's activations, the gradients summed over
-ranks as DDP sums them.
+ranks as DDP sums them. The cloud does not move: its tree and kNN graph are built once, when it is
+sharded, and every step reuses the shard.
 
     torchrun --nproc-per-node 4 examples/sharded_cloud.py --device cpu    # gloo on CPU
     torchrun --nproc-per-node 8 examples/sharded_cloud.py --device cuda   # NCCL, one GPU per rank
@@ -113,7 +114,7 @@ def load_cloud(args, rank):
 
     def dataset():
         return SyntheticNBody(args.data, split="train", num_graphs=1, num_particles=args.num_particles,
-                              dim=args.dim, seed=args.data_seed, log=False)
+                              dimensionality=args.dim, seed=args.data_seed, log=False)
     if rank == 0:
         dataset()
     dist.barrier()

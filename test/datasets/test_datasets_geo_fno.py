@@ -432,7 +432,7 @@ def test_examples_load_the_datasets(name, tmp_path):
     cls, write, _ = CASES[name]
     write(str(tmp_path / "raw"))
     example = load_example(name)
-    train, val, test = example.EXPERIMENT.load(argparse.Namespace(data=str(tmp_path)))
+    train, val, test = example.EXPERIMENT.load(argparse.Namespace(data=str(tmp_path)), None)
     steps = 4 if name == "plasticity" else 1
     pool, num_test = cls.num_train, len(SPLITS[name][2])
     assert (len(train), len(val), len(test)) == (pool - pool // 10, pool // 10 * steps, num_test * steps)

@@ -37,7 +37,7 @@ def physical(dataset, data):
 
 @pytest.mark.parametrize("dim", [2, 3])
 def test_target_is_the_exact_softened_acceleration(tmp_path, dim):
-    dataset = SyntheticNBody(str(tmp_path), dim=dim, softening=0.03, **SMALL)
+    dataset = SyntheticNBody(str(tmp_path), dimensionality=dim, softening=0.03, **SMALL)
     assert len(dataset) == 3 and dataset.num_particles == 100
     for data in dataset:
         assert data.pos.shape == (100, dim) and data.x.shape == (100, 1) and data.y.shape == (100, dim)
@@ -159,7 +159,7 @@ def test_cache_is_reused_and_force_reload_regenerates(tmp_path, monkeypatch):
     assert calls and softer.processed_paths != first.processed_paths
     assert not torch.equal(softer[0].y, first[0].y)
     names = {SyntheticNBody(str(tmp_path), **SMALL, **change).processed_file_names[0]
-             for change in [{}, {"dim": 2}, {"seed": 3}, {"num_halos": 2}, {"num_clusters": (1, 4)}]}
+             for change in [{}, {"dimensionality": 2}, {"seed": 3}, {"num_halos": 2}, {"num_clusters": (1, 4)}]}
     assert len(names) == 5
 
     class HaloHeavier(SyntheticNBody):
@@ -208,8 +208,8 @@ def test_interrupted_processing_leaves_nothing_loadable(tmp_path, monkeypatch):
     ({"num_graphs": {"training": 3}}, ValueError, "num_graphs"),
     ({"num_particles": 1}, ValueError, "num_particles"),
     ({"num_particles": True}, TypeError, "num_particles"),
-    ({"dim": 4}, ValueError, "dim"),
-    ({"dim": "3"}, TypeError, "dim"),
+    ({"dimensionality": 4}, ValueError, "dimensionality"),
+    ({"dimensionality": "3"}, TypeError, "dimensionality"),
     ({"num_halos": 0}, ValueError, "num_halos"),
     ({"num_clusters": (5, 2)}, ValueError, "num_clusters"),
     ({"num_clusters": (1, 2, 3)}, ValueError, "num_clusters"),
@@ -284,7 +284,7 @@ def test_target_is_mostly_long_range(dim):
     (Measured: about 0.15 in 2-D and 3-D; see benchmarks/nbody_locality.py.)
     """
     dataset = SyntheticNBody(f"memory://nbody-{uuid.uuid4().hex}", split="test", num_graphs=2,
-                             dim=dim, log=False)
+                             dimensionality=dim, log=False)
     assert dataset.num_particles == 2048
     residual, total, targets = 0.0, 0.0, []
     for data in dataset:

@@ -50,8 +50,83 @@ def test_example_trains_two_steps_and_evaluates(name, model, tmp_path, capsys):
     assert str(out) in captured.out and "| " + model in captured.out
 
 
+#: Examples whose clouds do not move between steps: trees and graphs are part of the datasets' pre_transform.
+STATIC = {"airfoil", "cosmology", "elasticity", "nbody", "pipe", "plasticity", "shapenet_car"}
+
+
+def test_static_examples_are_the_ones_declared_static():
+    for name in ALL_EXAMPLES:
+        experiment = load_example(name).EXPERIMENT
+        assert experiment.static == (name in STATIC), name
+        assert (experiment.graph is not None) == (name in STATIC), name
+
+
+def _count_tree_work(monkeypatch):
+    """Counts of the trees the ball-tree models build and of those they read from a batch."""
+    from torch_geometric_erwin.nn.models.base import BallTreeModel
+    from torch_geometric_erwin.tree import BallTree
+    counts = {"built": 0, "read": 0}
+    build, read = BallTreeModel.build_tree, BallTree.from_data.__func__
+
+    def counted_build(self, *args, **kwargs):
+        counts["built"] += 1
+        return build(self, *args, **kwargs)
+
+    def counted_read(cls, *args, **kwargs):
+        counts["read"] += 1
+        return read(cls, *args, **kwargs)
+    monkeypatch.setattr(BallTreeModel, "build_tree", counted_build)
+    monkeypatch.setattr(BallTree, "from_data", classmethod(counted_read))
+    return counts
+
+
+def _train_counting_trees(name, model, tmp_path, monkeypatch, capsys):
+    counts = _count_tree_work(monkeypatch)
+    argv = ["--synthetic", "--data", str(tmp_path / "data"), *_fast_args(tmp_path, model)]
+    assert _run(name, argv) == 0, capsys.readouterr().err
+    return counts
+
+
+def test_a_static_example_reads_the_trees_it_processed_once(tmp_path, monkeypatch, capsys):
+    """Cosmology: Erwin's training, validation and test batches carry the trees of the dataset's pre_transform
+    (no tree is built in any step); predict and the same pre-processing later read the processed files again;
+    the MPNN's gets a processed copy of its own, with the graph and no tree."""
+    from torch_geometric_erwin.datasets import Cosmology
+    counts = _train_counting_trees("cosmology", "erwin", tmp_path, monkeypatch, capsys)
+    assert counts["built"] == 0 and counts["read"] >= 2 + 2  # two steps, then validation and test batches
+    assert (tmp_path / "out" / "ball_tree.png").stat().st_size > 0
+
+    def processed():
+        return {path.parent.name: path.stat().st_mtime_ns
+                for path in (tmp_path / "data" / "processed").glob("pre-*/*.pt")}
+    first = processed()
+    assert len(first) == 1
+    # predict rebuilds the pre-processing from the checkpoint's backbone: it reads the run's processed copy
+    best = tmp_path / "out" / "erwin" / "checkpoints" / "best.pt"
+    assert _run("cosmology", ["predict", "--checkpoint", str(best), "--eval-limit", "2", "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "out" / "erwin" / "predictions" / "test_metrics.json").read_text())
+    result = json.loads((tmp_path / "out" / "erwin" / "results.json").read_text())
+    assert metrics["metrics"] == pytest.approx(result["test"], rel=1e-5) and processed() == first
+    experiment = load_example("cosmology").EXPERIMENT
+    for name in ("erwin", "mpnn"):
+        pre_transform = experiment.pre_transform(experiment.backbones[name](8, "small", experiment))
+        sample = Cosmology(str(tmp_path / "data"), split="train", num_samples=4, pre_transform=pre_transform,
+                           log=False)[0]
+        assert ("tree_index" in sample) == (name == "erwin")
+        assert sample.edge_index.shape == (2, 10 * sample.num_nodes)  # the reference's 10 neighbours
+        assert not (sample.edge_index[0] == sample.edge_index[1]).any()  # without self-loops
+    after = processed()
+    assert len(after) == 2 and {key: after[key] for key in first} == first  # Erwin's read, not processed again
+
+
+def test_a_moving_example_builds_a_tree_in_every_step(tmp_path, monkeypatch, capsys):
+    counts = _train_counting_trees("md", "erwin", tmp_path, monkeypatch, capsys)
+    assert counts["read"] == 0 and counts["built"] >= 2 + 2
+
+
 def test_synthetic_sets_what_is_not_given_and_data_is_required_without_it(tmp_path):
-    from torch_geometric_erwin.training.cli import SYNTHETIC_TRAINING, UsageError, parse_args
+    from torch_geometric_erwin.training import UsageError
+    from torch_geometric_erwin.training.parser import SYNTHETIC_TRAINING, parse_args
     experiment = load_example("md").EXPERIMENT
     args = parse_args(experiment, ["--synthetic", "--out", str(tmp_path), "--steps", "3"])
     assert args.steps == 3 and args.seq_len == 4 and args.batch_size == SYNTHETIC_TRAINING["batch_size"]
@@ -65,7 +140,7 @@ def test_synthetic_sets_what_is_not_given_and_data_is_required_without_it(tmp_pa
 
 
 def test_an_interrupted_synthetic_write_leaves_no_raw_folder(tmp_path):
-    from torch_geometric_erwin.training.cli import write_synthetic_data
+    from torch_geometric_erwin.training.runner import write_synthetic_data
     experiment = load_example("airfoil").EXPERIMENT
     writer = experiment.synthetic_data
 
@@ -117,7 +192,7 @@ def _bad(name, argv, capsys):
 
 @pytest.mark.parametrize("name", sorted(set(ALL_EXAMPLES) - GENERATED))
 def test_bad_command_lines(name, tmp_path, capsys):
-    from torch_geometric_erwin.training.cli import write_synthetic_data
+    from torch_geometric_erwin.training.runner import write_synthetic_data
     data = str(tmp_path / "data")
     write_synthetic_data(load_example(name).EXPERIMENT, data)
     err = _bad(name, ["--data", data, "--size", "huge"], capsys)

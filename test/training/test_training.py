@@ -268,3 +268,52 @@ def test_checkpoint_cadence_validation():
         TrainConfig(checkpoint_every=0)
     with pytest.raises(ValueError, match="checkpoint_seconds must be positive or None"):
         TrainConfig(checkpoint_seconds=0)
+
+
+def _experiment(**kwargs):
+    from torch_geometric_erwin.training import Experiment
+    return Experiment(**{**dict(name="toy", description="toy", dimensionality=3, preset="shapenet", load=None, build_task=None,
+                                train=dict(steps=1, batch_size=1, lr=1e-3), layout="none"), **kwargs})
+
+
+def test_pre_transform_is_the_graph_then_the_backbones_tree_transform():
+    """A static experiment's pre-processing: its graph for a baseline, the graph and the model's own tree
+    transforms (ball tree, rotated orders) for Erwin; nothing where the clouds move."""
+    from torch_geometric_erwin.training.registry import DEFAULT_BACKBONES
+    from torch_geometric_erwin.transforms import BallTreeTransform, KNNGraphTransform, RotatedTreeTransform
+    graph = KNNGraphTransform(8, loop=True)
+    experiment = _experiment(static=True, graph=graph)
+    erwin = DEFAULT_BACKBONES["erwin"](8, "small", experiment)
+    mpnn = DEFAULT_BACKBONES["mpnn"](8, "small", experiment)
+    transforms = experiment.pre_transform(erwin).transforms
+    assert [type(t) for t in transforms] == [KNNGraphTransform, BallTreeTransform, RotatedTreeTransform]
+    assert transforms[0] is graph and repr(transforms[1:]) == repr(erwin.tree_transform().transforms)
+    assert experiment.pre_transform(mpnn).transforms == [graph]
+    assert _experiment().pre_transform(erwin) is None
+    assert _experiment(static=True).pre_transform(mpnn) is None
+    with pytest.raises(ValueError, match="static=True"):
+        _experiment(graph=graph)
+
+
+def test_models_with_the_same_pre_transform_share_the_loaded_splits():
+    """One load per distinct pre-processing, kept while a later model needs it, dropped after."""
+    import argparse
+
+    from torch_geometric_erwin.training.runner import ModelSplits
+    from torch_geometric_erwin.transforms import KNNGraphTransform
+    loads = []
+
+    def load(args, pre_transform):
+        loads.append(repr(pre_transform))
+        return [object(), object()], list(range(5)), list(range(5))
+
+    graph, tree = KNNGraphTransform(8), KNNGraphTransform(4)
+    args = argparse.Namespace(model=["a", "b", "c", "d"], eval_limit=2)
+    # "b" has an equal graph of its own: the same description, the same processed files
+    splits = ModelSplits(_experiment(static=True, graph=graph, load=load), args,
+                         {"a": graph, "b": KNNGraphTransform(8), "c": tree, "d": graph})
+    a, b = splits("a"), splits("b")
+    assert a is b and loads == [repr(graph)] and a[1] == [0, 1] and a[2] == [0, 1]
+    assert splits("c") is not a and loads == [repr(graph), repr(tree)]
+    assert splits("d") is a and len(loads) == 2 and not splits.loaded
+    assert splits.first_sample is a[0][0]

@@ -167,7 +167,7 @@ class SyntheticNBody(ProcessedCache, InMemoryDataset):
             others keep their defaults). (default: ``(1000, 100, 100)``)
         num_particles (int, optional): particles per graph :math:`N \geq 2`.
             (default: :obj:`2048`)
-        dim (int, optional): 2 or 3. (default: :obj:`3`)
+        dimensionality (int, optional): 2 or 3. (default: :obj:`3`)
         num_halos (int or tuple, optional): number of halos, or an inclusive
             ``(low, high)`` range to draw it from uniformly per graph.
             (default: ``(1, 3)``)
@@ -211,7 +211,8 @@ class SyntheticNBody(ProcessedCache, InMemoryDataset):
     version = 1
 
     def __init__(self, root: str, split: Optional[str] = "train",
-                 num_graphs: SizeSpec = (1000, 100, 100), num_particles: int = 2048, dim: int = 3,
+                 num_graphs: SizeSpec = (1000, 100, 100), num_particles: int = 2048,
+                 dimensionality: int = 3,
                  num_halos: RangeSpec = (1, 3), num_clusters: RangeSpec = (8, 32),
                  softening: float = 0.05, seed: int = 0, transform: Optional[Callable] = None,
                  pre_transform: Optional[Callable] = None, pre_filter: Optional[Callable] = None,
@@ -221,9 +222,9 @@ class SyntheticNBody(ProcessedCache, InMemoryDataset):
             raise ValueError(f"split must be one of {self.splits} or None, got {split!r}")
         self.num_graphs = _parse_sizes(num_graphs, self.splits, self.default_num_graphs)
         self.num_particles = _check_int(num_particles, "num_particles", low=2)
-        self.dim = _check_int(dim, "dim", low=2)
-        if self.dim not in (2, 3):
-            raise ValueError(f"dim must be 2 or 3, got {dim!r}")
+        self.dimensionality = _check_int(dimensionality, "dimensionality", low=2)
+        if self.dimensionality not in (2, 3):
+            raise ValueError(f"dimensionality must be 2 or 3, got {dimensionality!r}")
         self.num_halos = _parse_range(num_halos, "num_halos")
         self.num_clusters = _parse_range(num_clusters, "num_clusters")
         self.softening = _check_positive_real(softening, "softening")
@@ -271,7 +272,7 @@ class SyntheticNBody(ProcessedCache, InMemoryDataset):
         return [self._file_name(s) for s in self._splits]
 
     def _config(self) -> Dict:
-        return {"num_particles": self.num_particles, "dim": self.dim, "num_halos": self.num_halos,
+        return {"num_particles": self.num_particles, "dim": self.dimensionality, "num_halos": self.num_halos,
                 "num_clusters": self.num_clusters, "softening": self.softening, "seed": self.seed,
                 "mixture": self._mixture()}
 
@@ -284,7 +285,7 @@ class SyntheticNBody(ProcessedCache, InMemoryDataset):
     def _file_name(self, split: str) -> str:
         (h0, h1), (c0, c1) = self.num_halos, self.num_clusters
         mixture = hashlib.sha256(repr(sorted(self._mixture().items())).encode()).hexdigest()[:8]
-        return (f"{split}_v{self.version}_n{self.num_particles}_d{self.dim}_halos{h0}-{h1}"
+        return (f"{split}_v{self.version}_n{self.num_particles}_d{self.dimensionality}_halos{h0}-{h1}"
                 f"_clusters{c0}-{c1}_soft{self.softening!r}_seed{self.seed}"
                 f"_mix{mixture}_graphs{self.num_graphs[split]}.pt")
 
@@ -355,14 +356,14 @@ class SyntheticNBody(ProcessedCache, InMemoryDataset):
         return pos, mass, gravitational_acceleration(pos, mass, self.softening)
 
     def _sample(self, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-        n, dim = self.num_particles, self.dim
+        n, dimensionality = self.num_particles, self.dimensionality
         num_halos = int(rng.integers(self.num_halos[0], self.num_halos[1] + 1))
         num_clusters = int(rng.integers(self.num_clusters[0], self.num_clusters[1] + 1))
         num_heavy = min(max(1, round(n * self.heavy_particle_fraction)), n - 1)
         num_light = n - num_heavy
 
         halo_radius = _log_uniform(rng, *self.halo_radius, num_halos)
-        halo_centre = rng.uniform(-self.halo_box, self.halo_box, (num_halos, dim))
+        halo_centre = rng.uniform(-self.halo_box, self.halo_box, (num_halos, dimensionality))
         # Heavy particles and cluster centres both follow the halo distribution.
         halo = rng.choice(num_halos, size=num_heavy + num_clusters, p=rng.dirichlet(np.ones(num_halos)))
         points = halo_centre[halo] + halo_radius[halo, None] * self._plummer(rng, halo.size)
@@ -387,11 +388,11 @@ class SyntheticNBody(ProcessedCache, InMemoryDataset):
         :math:`u = r^3 / (1 + r^2)^{3/2}` (3-D) or :math:`u = r^2 / (1 + r^2)`
         (2-D) for :math:`u` uniform in :math:`(0, \text{cut}]`."""
         u = self.plummer_mass_cut * (1.0 - rng.random(count))
-        if self.dim == 3:
+        if self.dimensionality == 3:
             radius = 1.0 / np.sqrt(u ** (-2.0 / 3.0) - 1.0)
         else:
             radius = np.sqrt(u / (1.0 - u))
-        direction = rng.standard_normal((count, self.dim))
+        direction = rng.standard_normal((count, self.dimensionality))
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
         return radius[:, None] * direction
 
@@ -426,7 +427,7 @@ class SyntheticNBody(ProcessedCache, InMemoryDataset):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(split={self.split!r}, graphs={len(self)}, "
-                f"num_particles={self.num_particles}, dim={self.dim})")
+                f"num_particles={self.num_particles}, dimensionality={self.dimensionality})")
 
 
 # ---------------------------------------------------------------- helpers

@@ -20,41 +20,41 @@ class SinusoidalEncoding(nn.Module):
     Shapes: input :math:`[N, D]`, output :math:`[N, \text{out\_channels}]`.
     """
 
-    def __init__(self, dim: int, out_channels: int):
+    def __init__(self, dimensionality: int, out_channels: int):
         super().__init__()
-        if dim < 1 or out_channels < 2 * dim or out_channels % (2 * dim):
-            raise ValueError(f"out_channels must be a positive multiple of 2 * dim = {2 * dim}, "
-                             f"got {out_channels}")
-        self.dim, self.out_channels = dim, out_channels
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(out_channels // (2 * dim)),
+        if dimensionality < 1 or out_channels < 2 * dimensionality or out_channels % (2 * dimensionality):
+            raise ValueError(f"out_channels must be a positive multiple of 2 * dimensionality = "
+                             f"{2 * dimensionality}, got {out_channels}")
+        self.dimensionality, self.out_channels = dimensionality, out_channels
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(out_channels // (2 * dimensionality)),
                              persistent=False)
 
     def reset_parameters(self) -> None:
         """No trainable parameters."""
 
     def forward(self, pos: Tensor) -> Tensor:
-        if pos.dim() != 2 or pos.size(-1) != self.dim:
-            raise ValueError(f"pos must have shape [N, {self.dim}], got {tuple(pos.shape)}")
+        if pos.dim() != 2 or pos.size(-1) != self.dimensionality:
+            raise ValueError(f"pos must have shape [N, {self.dimensionality}], got {tuple(pos.shape)}")
         angles = rearrange(pos, "n d -> n d 1") * self.freqs
         return rearrange(torch.stack([angles.cos(), angles.sin()], dim=-1), "n d k two -> n (d k two)")
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.dim}, {self.out_channels})"
+        return f"{self.__class__.__name__}({self.dimensionality}, {self.out_channels})"
 
 
 class RandomFourierFeatures(nn.Module):
     r"""Random Fourier features :math:`[\cos(W\mathbf{p}), \sin(W\mathbf{p})]` with
-    :math:`W \sim \mathcal{N}(0, \sigma^2)` of shape ``[out_channels / 2, dim]`` (ShapeNet-Car).
+    :math:`W \sim \mathcal{N}(0, \sigma^2)` of shape ``[out_channels / 2, dimensionality]`` (ShapeNet-Car).
 
     Shapes: input :math:`[N, D]`, output :math:`[N, \text{out\_channels}]`.
     """
 
-    def __init__(self, dim: int, out_channels: int, sigma: float = 1.0):
+    def __init__(self, dimensionality: int, out_channels: int, sigma: float = 1.0):
         super().__init__()
         if out_channels < 2 or out_channels % 2:
             raise ValueError(f"out_channels must be a positive even int, got {out_channels}")
-        self.dim, self.out_channels, self.sigma = dim, out_channels, sigma
-        self.proj = nn.Linear(dim, out_channels // 2, bias=False)
+        self.dimensionality, self.out_channels, self.sigma = dimensionality, out_channels, sigma
+        self.proj = nn.Linear(dimensionality, out_channels // 2, bias=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -65,7 +65,7 @@ class RandomFourierFeatures(nn.Module):
         return torch.cat([angles.cos(), angles.sin()], dim=-1)
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.dim}, {self.out_channels}, sigma={self.sigma})"
+        return f"{self.__class__.__name__}({self.dimensionality}, {self.out_channels}, sigma={self.sigma})"
 
 
 class TimestepEmbedding(nn.Module):

@@ -27,26 +27,27 @@ from torch_geometric.loader import DataLoader
 from torch_geometric_erwin.datasets.io.atomic import atomic_json, atomic_torch_save
 from torch_geometric_erwin.nn.models.serialization import load_file
 from torch_geometric_erwin.training.distributed import resolve_device
+from torch_geometric_erwin.training.errors import UsageError
 from torch_geometric_erwin.training.loggers import Progress
+from torch_geometric_erwin.training.parser import CommandLineParser, positive_int
 
 SPLITS = ("train", "val", "test")
 
 
 def build_predict_parser(experiment) -> argparse.ArgumentParser:
-    from torch_geometric_erwin.training.cli import _Parser, _positive_int
-    parser = _Parser(prog=f"{experiment.name}.py predict",
-                     description="Predictions and metrics of a trained checkpoint on one split.",
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = CommandLineParser(prog=f"{experiment.name}.py predict",
+                               description="Predictions and metrics of a trained checkpoint on one split.",
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="a run's checkpoint (OUT/<model>/checkpoints/best.pt or last.pt)")
     parser.add_argument("--split", choices=SPLITS, default="test", help="the split to predict")
     parser.add_argument("--data", default=None, help="dataset root (default: the run's)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: OUT/<model>/predictions of the checkpoint's run)")
-    parser.add_argument("--batch-size", type=_positive_int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="graphs per batch (default: the run's evaluation batch size)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--eval-limit", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--eval-limit", type=positive_int, default=None, metavar="N",
                         help="predict the first N graphs of the split only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -62,7 +63,6 @@ def _backbone_factory(record: Optional[Dict[str, Any]], run: argparse.Namespace,
 
     def build(in_channels: int):
         import torch_geometric_erwin.nn as models
-        from torch_geometric_erwin.training.cli import UsageError
         cls = getattr(models, record["class"], None)
         if cls is None or not hasattr(cls, "from_checkpoint"):
             raise UsageError(f"the checkpoint's backbone is a {record['class']}, which this version of "
@@ -108,7 +108,6 @@ def _to_cpu(value: Any) -> Any:
 def predict(experiment, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Parse ``argv`` (the words after ``predict``), predict the split, write the files; returns the
     metrics record (what ``<split>_metrics.json`` holds)."""
-    from torch_geometric_erwin.training.cli import UsageError, _check_root
     args = build_predict_parser(experiment).parse_args(argv)
     payload = load_file(args.checkpoint)
     if payload.get("kind") != "training":
@@ -124,11 +123,12 @@ def predict(experiment, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.data is not None:
         run.data = args.data
     if experiment.default_data is None:
-        _check_root(experiment, run.data)
-    dataset = experiment.load(run)[SPLITS.index(args.split)]
+        experiment.check_root(run.data)
+    task = experiment.build_task(_backbone_factory(payload.get("backbone"), run, experiment), run)
+    # the run's pre-processing (its model's trees and graph): the processed files of the run are read
+    dataset = experiment.load(run, experiment.pre_transform(task.backbone))[SPLITS.index(args.split)]
     if args.eval_limit is not None:
         dataset = dataset[:args.eval_limit]
-    task = experiment.build_task(_backbone_factory(payload.get("backbone"), run, experiment), run)
     task.load_state_dict(payload["model"])
     device = resolve_device(args.device)
     task.to(device).eval()

@@ -17,6 +17,7 @@ import os
 from typing import Any, Dict, Optional, Sequence, Set, Tuple
 
 from torch_geometric_erwin.nn.models.serialization import plain
+from torch_geometric_erwin.training.errors import UsageError
 
 #: Options a resumed run may change: where data and outputs live, the device and loaders, logging,
 #: evaluation, the checkpoint cadence, and the number of steps (to extend the run).
@@ -59,7 +60,6 @@ def resume_run(args: argparse.Namespace, saved: Dict[str, Any], saved_steps: int
     given, and the total number of steps (``--steps`` if given, else the saved total). Raises
     :class:`ValueError` listing every option given with another value than the saved run's (outside
     :data:`CHANGEABLE`), and for ``--steps`` not beyond the ``trained_steps`` already done."""
-    from torch_geometric_erwin.training.cli import UsageError
     given = getattr(args, "_given", set())
     if "time_budget" in given:
         raise UsageError("--time-budget does not apply to --resume: the run continues to its saved step count, "

@@ -282,7 +282,7 @@ class _Built(Exception):
 
 @pytest.mark.parametrize("model_name", ["erwin", "erwin-nsa", "mpnn"])
 def test_cli_flag_reaches_the_backbone(model_name, monkeypatch):
-    from torch_geometric_erwin.training import cli
+    from torch_geometric_erwin.training import Experiment, UsageError, parser, runner
 
     built = {}
 
@@ -290,16 +290,16 @@ def test_cli_flag_reaches_the_backbone(model_name, monkeypatch):
         built["backbone"] = backbone(16)
         raise _Built
 
-    experiment = cli.Experiment(name="toy", description="toy", dim=3, preset="md", nsa_preset="md-base",
-                                train=dict(steps=1, batch_size=1, lr=1e-3), load=None, build_task=build_task,
-                                layout="none")
+    experiment = Experiment(name="toy", description="toy", dim=3, preset="md", nsa_preset="md-base",
+                            train=dict(steps=1, batch_size=1, lr=1e-3), load=None, build_task=build_task,
+                            layout="none")
     argv = ["--data", "unused", "--model", model_name, "--steps", "1"]
     for flag in (False, True):
-        args = cli.parse_args(experiment, argv + ["--activation-checkpointing"] * flag)
+        args = parser.parse_args(experiment, argv + ["--activation-checkpointing"] * flag)
         if model_name == "mpnn" and flag:
-            with pytest.raises(cli.UsageError, match="mpnn has no activation checkpointing"):
-                cli.train_models(experiment, args, None, (None, None, None))
+            with pytest.raises(UsageError, match="mpnn has no activation checkpointing"):
+                runner.train_models(experiment, args, None, lambda model_name: (None, None, None))
             continue
         with pytest.raises(_Built):
-            cli.train_models(experiment, args, None, (None, None, None))
+            runner.train_models(experiment, args, None, lambda model_name: (None, None, None))
         assert getattr(built["backbone"], "activation_checkpointing", False) is flag
