@@ -290,7 +290,7 @@ def test_cli_flag_reaches_the_backbone(model_name, monkeypatch):
         built["backbone"] = backbone(16)
         raise _Built
 
-    experiment = Experiment(name="toy", description="toy", dim=3, preset="md", nsa_preset="md-base",
+    experiment = Experiment(name="toy", description="toy", dimensionality=3, preset="md", nsa_preset="md-base",
                             train=dict(steps=1, batch_size=1, lr=1e-3), load=None, build_task=build_task,
                             layout="none")
     argv = ["--data", "unused", "--model", model_name, "--steps", "1"]
