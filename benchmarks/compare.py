@@ -84,7 +84,7 @@ def setup(spec: dict):
     seed_everything(args.seed)
     factory = experiment.backbones[spec["model"]]
     task = experiment.build_task(lambda c_in: factory(c_in, args.size, experiment), args)
-    train, val, test = experiment.load(args, experiment.pre_transform(task.backbone))
+    train, val, test = experiment.load_splits(args, experiment.pre_transform(task.backbone))
     splits = (train, val[:spec["eval_samples"]], test[:spec["eval_samples"]])
     return experiment, args, splits, task, DistributedContext(device=resolve_device(args.device))
 

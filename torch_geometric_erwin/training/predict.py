@@ -126,7 +126,7 @@ def predict(experiment, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         experiment.check_root(run.data)
     task = experiment.build_task(_backbone_factory(payload.get("backbone"), run, experiment), run)
     # the run's pre-processing (its model's trees and graph): the processed files of the run are read
-    dataset = experiment.load(run, experiment.pre_transform(task.backbone))[SPLITS.index(args.split)]
+    dataset = experiment.load_splits(run, experiment.pre_transform(task.backbone))[SPLITS.index(args.split)]
     if args.eval_limit is not None:
         dataset = dataset[:args.eval_limit]
     task.load_state_dict(payload["model"])

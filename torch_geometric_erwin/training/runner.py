@@ -163,7 +163,7 @@ class ModelSplits:
         self.remaining.remove(model_name)
         key = describe(self.pre_transforms[model_name])
         if key not in self.loaded:
-            splits = self.experiment.load(self.args, self.pre_transforms[model_name])
+            splits = self.experiment.load_splits(self.args, self.pre_transforms[model_name])
             if self.args.eval_limit is not None:
                 splits = (splits[0], *(split[:self.args.eval_limit] for split in splits[1:]))
             self.loaded[key] = splits
