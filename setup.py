@@ -15,7 +15,7 @@ extension = Pybind11Extension(
     sources=["csrc/bindings.cpp"],
     include_dirs=["csrc"],
     depends=["csrc/ball_attention.h", "csrc/ball_tree.h", "csrc/edge_messages.h", "csrc/neighbour_search.h",
-             "csrc/rms_norm.h", "csrc/swiglu.h",
+             "csrc/parallel.h", "csrc/rms_norm.h", "csrc/swiglu.h",
              "csrc/vector_math.h"],
     cxx_std=17,
     extra_compile_args=["-O3"] + openmp,

@@ -32,6 +32,8 @@
 #include <utility>
 #include <vector>
 
+#include "parallel.h"
+
 namespace erwin {
 
 // Unsigned integers that order as the coordinates do, so a radix sort can order them.
@@ -533,13 +535,9 @@ class RowTree {
   const TreeOutput out_;
 };
 
-// Batches of fewer points are built without a parallel region (as ops/tree.py searches neighbours).
-constexpr int64_t kSerialPoints = 4096;
-
 template <class Scalar, int kDim, class Index>
 void build_ball_trees_dim(const Scalar* coords, int64_t dim, const int64_t* node_ptr, const int64_t* slot_ptr,
                           int64_t num_graphs, TreeOutput out) {
-  // a small batch is built on one thread: waking a team costs more than its build on a busy machine
 #pragma omp parallel for schedule(dynamic, 1) default(none) shared(coords, dim, node_ptr, slot_ptr, num_graphs, out) \
     if (node_ptr[num_graphs] - node_ptr[0] >= kSerialPoints)
   for (int64_t g = 0; g < num_graphs; ++g) {

@@ -33,6 +33,8 @@
 #include <omp.h>
 #endif
 
+#include "parallel.h"
+
 namespace erwin {
 
 constexpr int64_t kLeafSize = 16;
@@ -295,6 +297,7 @@ void search_kd_forest(const KdForest& f, const int64_t* node_ptr, int64_t num_gr
 template <class Scalar, class Allocate>
 int64_t* neighbour_search(const Scalar* pos, int64_t dim, const int64_t* node_ptr, int64_t num_graphs,
                           int64_t count, double radius_sq, bool loop, int threads, Allocate allocate) {
+  threads = threads_for(node_ptr[num_graphs] - node_ptr[0], threads);
   const KdForest f = build_kd_forest(pos, dim, node_ptr, num_graphs, threads);
   int64_t largest = 0;
   for (int64_t g = 0; g < num_graphs; ++g) largest = std::max(largest, node_ptr[g + 1] - node_ptr[g]);

@@ -16,11 +16,6 @@ from torch import Tensor
 
 from torch_geometric_erwin.ops._extension import extension
 
-#: Clouds of fewer points are searched on one thread: their search takes well under a millisecond,
-#: less than waking a team of threads costs on a busy machine (a dataset's pre_transform runs the
-#: search once per small graph).
-SERIAL_SEARCH_POINTS = 4096
-
 
 @torch.library.custom_op("erwin::partition", mutates_args=(), device_types="cpu")
 def partition(pos: Tensor, node_ptr: Tensor, slot_ptr: Tensor, block_size: int) -> Tuple[Tensor, Tensor]:
@@ -42,9 +37,8 @@ def neighbour_search(pos: Tensor, node_ptr: Tensor, count: int, radius_sq: float
     """Per node of float32/float64 ``pos [N, D]``, up to ``count`` nearest nodes of its graph with
     squared distance at most ``radius_sq``, ties by index: ``edge_index [2, E]`` (row 0 the
     neighbour, row 1 the centre, by centre then neighbour index)."""
-    threads = 1 if pos.shape[0] < SERIAL_SEARCH_POINTS else torch.get_num_threads()
     return torch.from_numpy(extension().neighbour_search(pos.numpy(force=True), node_ptr.numpy(), count, radius_sq,
-                                                          loop, threads))
+                                                          loop, torch.get_num_threads()))
 
 
 @neighbour_search.register_fake

@@ -6,8 +6,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.data import Data
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
+from torch_geometric.data import Data
 
 from torch_geometric_erwin.nn.ball_attention import BallGeometry
 from torch_geometric_erwin.nn.embedding import ErwinEmbedding

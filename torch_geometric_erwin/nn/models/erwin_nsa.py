@@ -6,8 +6,8 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.data import Data
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
+from torch_geometric.data import Data
 
 from torch_geometric_erwin.checks import check_angle, check_int
 from torch_geometric_erwin.nn.ball_attention import BallAttention
